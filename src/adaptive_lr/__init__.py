@@ -1,0 +1,6 @@
+"""adaptive_lr: a validation-loss-driven learning-rate scheduler, and the lab that compares it."""
+
+from adaptive_lr.scheduler import AdaptiveLR
+
+__all__ = ["AdaptiveLR"]
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""What each DVC stage does, as functions the thin scripts in ``stages/`` call."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
+from adaptive_lr.tasks import get_task
+from adaptive_lr.tasks.sources import DataError, load_split
+from adaptive_lr.train import evaluate, resolve_device, train_one, write_json
+
+DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
+
+
+def log(msg: str) -> None:
+    """Progress lines go to stdout, flushed, so `dvc repro` shows them as they happen."""
+    print(msg, flush=True)
+
+
+def _threads(cfg: TaskConfig) -> None:
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+
+
+def task_config(params: Params, task: str) -> TaskConfig:
+    if task not in params.tasks:
+        raise ParamsError(f"task {task!r}: not in params.yaml tasks ({', '.join(params.tasks)})")
+    return params.tasks[task]
+
+
+def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]:
+    """Build ``data/<task>/`` in a temporary folder, then move it into place."""
+    cfg = task_config(params, task)
+    _threads(cfg)
+    out = root / DATA / task
+    start = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{task}."))  # same disk: the rename is atomic
+    try:
+        sizes = get_task(task, cfg).prepare(tmp, cfg.data_seed)
+        empty = [s for s, n in sizes.items() if n == 0]
+        if empty:
+            raise DataError(f"prepare@{task}: empty split(s) {empty}; check tasks.{task}.data")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"[prepare {task}] {cfg.source}: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" ({time.perf_counter() - start:.1f}s)")
+    return sizes
+
+
+def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
+    """Train one task x schedule cell for every seed; checkpoints under runs/, curves under live/."""
+    cfg = task_config(params, task)
+    if schedule not in params.schedules:
+        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules ({', '.join(params.schedules)})")
+    _threads(cfg)
+    t = get_task(task, cfg)
+    results = []
+    for seed in cfg.seeds:
+        run_dir = root / RUNS / task / schedule / f"seed{seed}"
+        live_dir = root / LIVE / task / schedule / f"seed{seed}"
+        for d in (run_dir, live_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        r = train_one(t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log)
+        write_json(json.loads((run_dir / "result.json").read_text()), live_dir / "result.json")
+        (run_dir / "result.json").unlink()
+        log(
+            f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
+            f"{r.epochs_run} epochs, {r.train_seconds + r.val_seconds:.1f}s"
+        )
+        results.append(r)
+    return results
+
+
+def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
+    """Test-split metrics of each seed's best checkpoint into metrics/<task>/<schedule>/<seed>.json."""
+    cfg = task_config(params, task)
+    _threads(cfg)
+    t = get_task(task, cfg)
+    device = resolve_device(cfg.device)
+    test = t.load(root / DATA / task, "test")
+    out = []
+    for seed in cfg.seeds:
+        ckpt_path = root / RUNS / task / schedule / f"seed{seed}" / "model.pt"
+        train = json.loads((root / LIVE / task / schedule / f"seed{seed}" / "result.json").read_text())
+        record = {"task": task, "schedule": schedule, "seed": seed, "metric": t.metric}
+        if ckpt_path.exists():
+            ckpt = torch.load(ckpt_path, weights_only=False)
+            torch.manual_seed(seed)
+            model = t.build_model()
+            model.load_state_dict(ckpt["model"])
+            model.to(device)
+            ev = evaluate(t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp)
+            record.update(
+                test_loss=ev.loss, test_metric=ev.metric, **{f"test_{t.metric}": ev.metric},
+                eval_seconds=ev.seconds, eval_samples_per_s=ev.samples / max(ev.seconds, 1e-9), test_samples=ev.samples,
+            )
+        else:  # diverged before any finite validation loss: nothing to evaluate
+            record.update(test_loss=None, test_metric=None, **{f"test_{t.metric}": None})
+        record.update(
+            best_val_loss=train["best_val_loss"], best_epoch=train["best_epoch"], epochs_run=train["epochs_run"],
+            train_seconds=train["train_seconds"] + train["val_seconds"], diverged_epoch=train["diverged_epoch"],
+        )
+        write_json(record, root / METRICS / task / schedule / f"{seed}.json")
+        m = record["test_metric"]
+        log(f"[evaluate {task}/{schedule} seed {seed}] test/{t.metric} {m if m is None else round(m, 4)} test/loss {record['test_loss'] if record['test_loss'] is None else round(record['test_loss'], 4)}")
+        out.append(record)
+    return out
+
+
+def run_stage(fn: Callable[[], object]) -> None:
+    """Run a stage body; bad params or data stop with one readable line and exit code 2."""
+    try:
+        fn()
+    except (ParamsError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def main_args(argv: list[str], names: tuple[str, ...], usage: str) -> list[str]:
+    """Positional stage arguments, or a usage line and exit code 2."""
+    if len(argv) != len(names):
+        print(f"usage: {usage}", file=sys.stderr)
+        sys.exit(2)
+    return argv
+
+
+__all__ = ["prepare", "train_cell", "evaluate_cell", "run_stage", "load_params", "main_args"]

@@ -1,0 +1,103 @@
+"""The contract between the training loop and a task.
+
+A task is a small object that knows its data, its model and its metric. The
+training loop (:mod:`adaptive_lr.train`) only talks to this interface, so it
+never knows which task it runs.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class EvalBatch:
+    """What a task returns for one evaluated batch.
+
+    Args:
+        loss_sum: sum over the batch's samples of the per-sample loss (so the
+            loop can average exactly over a split of any size).
+        count: number of samples in the batch.
+        predictions: one prediction per sample (class index, or decoded text).
+        references: one reference per sample, same kind as ``predictions``.
+    """
+
+    loss_sum: float
+    count: int
+    predictions: list = field(default_factory=list)
+    references: list = field(default_factory=list)
+
+
+class Task(abc.ABC):
+    """One learning problem: data (prepare / load / batch), model, loss, metric.
+
+    Args:
+        cfg: the resolved settings of this task (``adaptive_lr.config.TaskConfig``):
+            ``cfg.source`` ("builtin" | "hub" | "local"), ``cfg.path`` (local
+            files), ``cfg.validation_split``, ``cfg.data`` and ``cfg.model``
+            (task-specific dicts from params.yaml), ``cfg.batch_size`` ...
+    """
+
+    name: str = ""
+    metric: str = "accuracy"  # "accuracy" | "wer"
+    higher_is_better: bool = True
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+
+    # data -----------------------------------------------------------------
+    @abc.abstractmethod
+    def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
+        """Build train/val/test under ``out_dir`` (one file per split); return split sizes."""
+
+    @abc.abstractmethod
+    def load(self, data_dir: Path, split: str) -> torch.utils.data.Dataset:
+        """Load one prepared split ("train", "val" or "test")."""
+
+    @abc.abstractmethod
+    def collate(self, items: list) -> dict[str, Any]:
+        """Stack dataset items into a batch dict (tensors, plus plain references)."""
+
+    def batches(
+        self, dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool, generator: torch.Generator
+    ) -> Iterable[dict[str, Any]]:
+        """Batches of ``dataset``; a task may override (e.g. to group by length)."""
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=self.collate
+        )
+
+    # model ------------------------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model (seeded by the caller)."""
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean training loss of one batch (a 0-dim tensor with grad)."""
+
+    @abc.abstractmethod
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
+        """Loss sum, count, predictions and references of one batch (no grad, eval mode)."""
+
+    @abc.abstractmethod
+    def score(self, predictions: list, references: list) -> float:
+        """The task metric (accuracy or WER) over a whole split."""
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move the tensors of a batch to ``device``; leave other values as they are."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def iter_chunks(seq: list, size: int) -> Iterator[list]:
+    """Consecutive chunks of ``seq`` of at most ``size`` items."""
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

@@ -1,0 +1,90 @@
+"""Shared data plumbing for tasks: real sources (hub / local parquet), splits, files."""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """Input data is missing, malformed or empty; the message says which file and what to do."""
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffle ``range(n)`` with ``seed`` and cut off ``fraction`` of it: (rest, cut)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_cut = max(1, int(round(n * fraction)))
+    if n_cut >= n:
+        raise DataError(f"cannot hold out {fraction:.0%} of {n} examples and keep any for training")
+    return np.sort(order[n_cut:]), np.sort(order[:n_cut])
+
+
+def save_split(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename, so a killed stage leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_split(data_dir: Path, split: str, stage: str) -> Any:
+    """Load a prepared split, or say which DVC stage rebuilds it."""
+    path = Path(data_dir) / f"{split}.pt"
+    if not path.exists():
+        raise DataError(f"{path}: prepared data missing; run `dvc repro {stage}`")
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file
+        raise DataError(f"{path}: unreadable ({exc}); run `dvc repro -f {stage}`") from exc
+
+
+def load_real(cfg: Any, hub_id: str, hub_config: str | None = None) -> dict:
+    """Real data as ``{split: datasets.Dataset}``: from the hub, or local parquet in the hub's schema.
+
+    Local files are found in ``cfg.path`` by split prefix (``train*.parquet``,
+    ``validation*.parquet``, ``test*.parquet``); splits with no file are absent.
+    """
+    import datasets
+
+    if cfg.source == "hub":
+        return dict(datasets.load_dataset(hub_id, hub_config))
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise DataError(f"tasks.{cfg.task}.path = {cfg.path!r}: not a folder of parquet files")
+    files = {}
+    for split in ("train", "validation", "test"):
+        found = sorted(glob.glob(str(root / f"{split}*.parquet")))
+        if found:
+            files[split] = found
+    if "train" not in files or "test" not in files:
+        raise DataError(f"{root}: needs train*.parquet and test*.parquet files (found: {sorted(files) or 'none'})")
+    return dict(datasets.load_dataset("parquet", data_files=files))
+
+
+def require_columns(ds: Any, columns: dict[str, tuple], where: str) -> None:
+    """Check that ``ds`` has each column and that its first value has an allowed Python type."""
+    for col, types in columns.items():
+        if col not in ds.column_names:
+            raise DataError(f"{where}: missing column {col!r} (has {ds.column_names})")
+        if len(ds) and not isinstance(ds[0][col], types):
+            got = type(ds[0][col]).__name__
+            raise DataError(f"{where}: column {col!r} has values of type {got}, expected {'/'.join(t.__name__ for t in types)}")
+    if len(ds) == 0:
+        raise DataError(f"{where}: the split is empty")
+
+
+def source_name(ds: Any, split: str) -> str:
+    """A readable name for error messages: the split's first data file, or the split name."""
+    files = getattr(ds, "cache_files", None) or []
+    return f"{files[0]['filename']} ({split})" if files else split

@@ -1,0 +1,228 @@
+"""Image classification: CIFAR-10 with ResNet-18, or an offline cluttered-digits stand-in.
+
+The stand-in renders scikit-learn's 1797 real 8x8 handwritten digits onto 32x32
+RGB canvases: rotated, scaled and shifted, over a low-frequency colour clutter,
+with a faint second digit as a distractor and Gaussian noise. It keeps CIFAR's
+shape (3x32x32, 10 classes) so the same ResNet-18 trains on both.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptive_lr.tasks.base import EvalBatch, Task
+from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
+
+# CIFAR-10 channel statistics; the stand-in is normalised with its own.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+DATA_DEFAULTS = {
+    "n_test": 360,  # builtin: digits held out for the test split (of 1797)
+    "n_train": None,  # builtin: cap on train+val digits (None = all the rest)
+    "noise": 0.5,  # builtin: std of the Gaussian pixel noise
+    "distractor": 0.6,  # builtin: intensity of the second, wrong digit
+    "clutter": 0.6,  # builtin: intensity of the colour clutter
+    "max_rotation": 25.0,  # builtin: degrees
+    "min_scale": 0.6,  # builtin: smallest digit size, as a fraction of the canvas
+    "max_examples": None,  # hub/local: cap per split (None = all)
+}
+MODEL_DEFAULTS = {"width": 16, "num_classes": 10}
+
+
+def _place(img8: torch.Tensor, max_rot: float, min_scale: float, g: torch.Generator | None) -> torch.Tensor:
+    """Rotate, scale and shift 1x8x8 images onto 1x32x32 canvases (bilinear)."""
+    n = len(img8)
+    # affine_grid maps output to input coordinates: inverse scale, rotation, shift.
+    angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(max_rot)
+    scale = min_scale + torch.rand(n, generator=g) * (1 - min_scale)
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * (1 - scale)[:, None]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, -shift[:, 0] / scale], 1), torch.stack([sin, cos, -shift[:, 1] / scale], 1)], 1
+    )
+    grid = F.affine_grid(theta, (n, 1, 32, 32), align_corners=False)
+    return F.grid_sample(img8, grid, align_corners=False, padding_mode="zeros")
+
+
+def render(digits: torch.Tensor, distractors: torch.Tensor, knobs: dict, g: torch.Generator | None = None) -> torch.Tensor:
+    """Render Nx8x8 digits (0..1) and their distractor digits into cluttered Nx3x32x32 uint8 images."""
+    n = len(digits)
+    digit = _place(digits.view(n, 1, 8, 8), knobs["max_rotation"], knobs["min_scale"], g)
+    distractor = _place(distractors.view(n, 1, 8, 8), 180.0, 0.5, g) * knobs["distractor"]
+    clutter = F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=32, mode="bicubic", align_corners=False)
+    img = clutter.clamp(0, 1) * knobs["clutter"] + distractor + digit
+    img = img + torch.randn(img.shape, generator=g) * knobs["noise"]
+    return (img.clamp(0, 1.5) / 1.5 * 255).round().to(torch.uint8)
+
+
+def pick_distractors(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each example, the index of a digit of another class (so it never gives the answer away)."""
+    other = (labels + 1 + rng.integers(0, 9, len(labels))) % 10
+    pool = {c: np.flatnonzero(labels == c) for c in range(10)}
+    return np.array([rng.choice(pool[c]) for c in other])
+
+
+class RenderedDigits(torch.utils.data.Dataset):
+    """Training digits rendered afresh at every fetch (new pose, clutter, distractor, noise).
+
+    A fixed rendering is memorised in a few epochs, after which every schedule
+    looks alike; fresh renderings keep the optimisation problem alive.
+    """
+
+    def __init__(self, digits: torch.Tensor, labels: torch.Tensor, knobs: dict):
+        self.digits, self.labels, self.knobs = digits, labels, knobs
+        self.pool = {c: torch.nonzero(labels == c).flatten() for c in range(10)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, idx: list[int]) -> list:
+        # batched fetch (DataLoader calls this when present): one render call per batch
+        idx_t = torch.as_tensor(idx)
+        labels = self.labels[idx_t]
+        other = (labels + 1 + torch.randint(0, 9, (len(idx),))) % 10
+        pick = torch.stack([self.pool[int(c)][torch.randint(len(self.pool[int(c)]), ())] for c in other])
+        imgs = render(self.digits[idx_t], self.digits[pick], self.knobs)
+        return list(zip(imgs, labels))
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])[0]
+
+
+def _decode_image(value: Any) -> np.ndarray:
+    """A CIFAR image value (PIL image, or parquet {bytes, path}) as HxWx3 uint8."""
+    from PIL import Image
+
+    if isinstance(value, dict):
+        value = Image.open(io.BytesIO(value["bytes"]))
+    return np.asarray(value.convert("RGB"), dtype=np.uint8)
+
+
+def resnet18(width: int = 64, num_classes: int = 10) -> nn.Module:
+    """torchvision's ResNet-18 with the CIFAR stem (3x3 conv, stride 1, no max-pool).
+
+    ``width`` is the first stage's channel count (64 in the paper); the later
+    stages double it, as in the original.
+    """
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    net = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    net.maxpool = nn.Identity()
+    if width != 64:
+        net.layer1 = net._make_layer(BasicBlock, width, 2)
+        net.layer2 = net._make_layer(BasicBlock, width * 2, 2, stride=2)
+        net.layer3 = net._make_layer(BasicBlock, width * 4, 2, stride=2)
+        net.layer4 = net._make_layer(BasicBlock, width * 8, 2, stride=2)
+        net.fc = nn.Linear(width * 8, num_classes)
+    for m in net.modules():  # torchvision's own initialisation, re-applied to the rebuilt layers
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    return net
+
+
+class VisionTask(Task):
+    """10-class image classification; metric: accuracy."""
+
+    name = "vision"
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.knobs = {**DATA_DEFAULTS, **cfg.data}
+        self.model_knobs = {**MODEL_DEFAULTS, **cfg.model}
+        unknown = set(self.knobs) - set(DATA_DEFAULTS) | set(self.model_knobs) - set(MODEL_DEFAULTS)
+        if unknown:
+            raise DataError(f"tasks.vision: unknown data/model keys {sorted(unknown)}")
+        self._mean = self._std = None
+
+    # data -----------------------------------------------------------------
+    def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
+        splits = self._builtin(seed) if self.cfg.source == "builtin" else self._real(seed)
+        ref = splits["val"][0].float() / 255  # rendered images in every source
+        mean, std = ref.mean(dim=(0, 2, 3)), ref.std(dim=(0, 2, 3))
+        for split, (x, y) in splits.items():
+            save_split({"x": x, "y": y, "mean": mean, "std": std, "render": x.dim() == 3}, Path(out_dir) / f"{split}.pt")
+        return {split: len(y) for split, (x, y) in splits.items()}
+
+    def _builtin(self, seed: int) -> dict:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        rng = np.random.default_rng(seed)
+        raw = torch.from_numpy(digits.images.astype(np.float32) / 16.0)
+        labels_np = digits.target.astype(np.int64)
+        labels = torch.from_numpy(labels_np)
+        g = torch.Generator().manual_seed(seed)
+        images = render(raw, raw[pick_distractors(labels_np, rng)], self.knobs, g)
+        n = len(labels)
+        rest, test = split_indices(n, self.knobs["n_test"] / n, seed)
+        if self.knobs["n_train"]:
+            rest = rest[: self.knobs["n_train"]]
+        train_i, val_i = split_indices(len(rest), self.cfg.validation_split, seed + 1)
+        train, val = rest[train_i], rest[val_i]
+        out = {s: (images[idx], labels[idx]) for s, idx in (("val", val), ("test", test))}
+        # the training split keeps the raw digits: they are rendered afresh every epoch
+        out["train"] = (raw[train], labels[train])
+        return out
+
+    def _real(self, seed: int) -> dict:
+        raw = load_real(self.cfg, "uoft-cs/cifar10")
+        cap = self.knobs["max_examples"]
+        out = {}
+        for split, ds in raw.items():
+            require_columns(ds, {"img": (dict, object), "label": (int,)}, f"{self.cfg.path or 'uoft-cs/cifar10'} ({split})")
+            if cap:
+                ds = ds.select(range(min(cap, len(ds))))
+            x = torch.from_numpy(np.stack([_decode_image(v) for v in ds["img"]])).permute(0, 3, 1, 2).contiguous()
+            if x.shape[1:] != (3, 32, 32):
+                raise DataError(f"{split}: images are {tuple(x.shape[1:])}, expected 3x32x32 (CIFAR-10)")
+            out[split] = (x, torch.tensor(ds["label"], dtype=torch.int64))
+        if "validation" in out:
+            out["val"] = out.pop("validation")
+        else:
+            x, y = out["train"]
+            train_i, val_i = split_indices(len(y), self.cfg.validation_split, seed)
+            out["train"], out["val"] = (x[train_i], y[train_i]), (x[val_i], y[val_i])
+        return out
+
+    def load(self, data_dir: Path, split: str) -> torch.utils.data.Dataset:
+        blob = load_split(data_dir, split, "prepare@vision")
+        self._mean, self._std = blob["mean"].view(1, 3, 1, 1), blob["std"].view(1, 3, 1, 1)
+        if blob["render"]:
+            return RenderedDigits(blob["x"], blob["y"], self.knobs)
+        return torch.utils.data.TensorDataset(blob["x"], blob["y"])
+
+    def collate(self, items: list) -> dict[str, Any]:
+        x = torch.stack([i[0] for i in items]).float().div_(255)
+        return {"x": (x - self._mean) / self._std, "y": torch.stack([i[1] for i in items])}
+
+    # model ------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return resnet18(int(self.model_knobs["width"]), int(self.model_knobs["num_classes"]))
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(model(batch["x"]).float(), batch["y"])
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
+        logits = model(batch["x"]).float()
+        loss = F.cross_entropy(logits, batch["y"], reduction="sum")
+        return EvalBatch(float(loss), len(batch["y"]), logits.argmax(1).tolist(), batch["y"].tolist())
+
+    def score(self, predictions: list, references: list) -> float:
+        return float(np.mean(np.asarray(predictions) == np.asarray(references)))

@@ -1,0 +1,9 @@
+"""DVC stage evaluate@<task>-<schedule>: test-split metrics of each seed's best checkpoint."""
+
+import sys
+
+from adaptive_lr.pipeline import evaluate_cell, load_params, main_args, run_stage
+
+if __name__ == "__main__":
+    task, schedule = main_args(sys.argv[1:], ("task", "schedule"), "python stages/evaluate.py <task> <schedule>")
+    run_stage(lambda: evaluate_cell(load_params(), task, schedule))
