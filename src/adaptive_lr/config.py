@@ -111,7 +111,7 @@ def _check_type(where: str, value: Any, expected: Any) -> Any:
     raise AssertionError(f"unhandled type {expected}")
 
 
-def _check_ranges(where: str, cfg: TaskConfig) -> None:
+def _check_ranges(where: str, cfg: Common) -> None:
     checks = [
         ("batch_size", cfg.batch_size >= 1, "must be >= 1"),
         ("lr", cfg.lr > 0 and math.isfinite(cfg.lr), "must be a positive number"),
@@ -123,12 +123,17 @@ def _check_ranges(where: str, cfg: TaskConfig) -> None:
         ("device", cfg.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
         ("threads", cfg.threads >= 0, "must be >= 0 (0 = all cores)"),
         ("grad_clip", cfg.grad_clip >= 0, "must be >= 0 (0 = off)"),
-        ("source", cfg.source in SOURCES, f"must be one of {', '.join(SOURCES)}"),
-        ("target_val_loss", cfg.target_val_loss > 0, "must be > 0"),
     ]
+    if isinstance(cfg, TaskConfig):
+        checks += [
+            ("source", cfg.source in SOURCES, f"must be one of {', '.join(SOURCES)}"),
+            ("target_val_loss", cfg.target_val_loss > 0, "must be > 0"),
+        ]
     for key, ok, msg in checks:
         if not ok:
             raise ParamsError(f"{where}.{key} = {getattr(cfg, key)!r}: {msg}")
+    if not isinstance(cfg, TaskConfig):
+        return
     if cfg.source == "local" and not cfg.path:
         raise ParamsError(f"{where}.path: source 'local' needs a path to the local files")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -149,6 +154,7 @@ def resolve_task(raw: dict, task: str) -> TaskConfig:
         if key not in common_keys:
             raise ParamsError(f"common.{key}: unknown key; known keys: {', '.join(sorted(common_keys))}")
         values[key] = _check_type(f"common.{key}", value, types[key])
+    _check_ranges("common", Common(**{k: v for k, v in values.items() if k in common_keys}))
     for key, value in own.items():
         if key not in types or key == "task":
             known = sorted(k for k in types if k != "task")

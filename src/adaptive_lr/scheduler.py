@@ -102,8 +102,6 @@ class AdaptiveLR:
 
     def is_significant(self, current: float, stderr: float) -> bool:
         """Is ``current`` a real improvement on the best loss, beyond threshold and noise?"""
-        if not math.isfinite(self.best):
-            return True  # the first finite measurement is the reference
         gain = self.best - current
         noise = self.z * math.hypot(stderr, self.best_stderr)
         return gain > self.threshold * abs(self.best) and gain > noise
@@ -114,6 +112,8 @@ class AdaptiveLR:
         self.last_epoch += 1
         if not math.isfinite(current) or (math.isfinite(self.best) and current > self.divergence * self.best):
             self._rollback()
+        elif not math.isfinite(self.best):
+            self.best, self.best_stderr = current, stderr  # the first measurement is only the reference
         elif self.is_significant(current, stderr):
             self.best, self.best_stderr = current, stderr
             self.num_bad = 0

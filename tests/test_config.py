@@ -1,0 +1,59 @@
+"""params.yaml validation: every bad value stops with a message that names the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adaptive_lr.config import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, mutate):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repository_params_load_and_resolve_overrides():
+    p = load_params(REPO / "params.yaml")
+    assert set(p.tasks) == {"vision", "text", "speech"}
+    assert p.tasks["text"].lr != p.tasks["vision"].lr  # the text task overrides the plan's 1e-3
+    assert p.tasks["vision"].batch_size == 32 and p.tasks["vision"].validation_split == 0.2
+    assert len(p.tasks["vision"].seeds) >= 3
+    assert set(p.schedules) == {"fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive"}
+    assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (0.1, 0.01, 1e-6)
+
+
+def test_full_profile_switches_to_real_sources(tmp_path):
+    p = load_params(write(tmp_path, lambda r: r.update(profile="full")))
+    assert {t.source for t in p.tasks.values()} == {"hub"}
+    assert p.tasks["vision"].epochs == 50 and p.tasks["vision"].patience == 10
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda r: r["common"].update(lr=-1.0), "common.lr|tasks.vision.lr"),
+        (lambda r: r["common"].update(batch_size=0), "batch_size"),
+        (lambda r: r["common"].update(epochs=0), "epochs"),
+        (lambda r: r["common"].update(validation_split=1.5), "validation_split"),
+        (lambda r: r["common"].update(seeds=[]), "seeds"),
+        (lambda r: r["common"].update(lrr=1e-3), "common.lrr: unknown key"),
+        (lambda r: r["common"].update(batch_size="32"), "common.batch_size: expected an integer"),
+        (lambda r: r["tasks"].update(audio={}), "tasks.audio: unknown task; valid tasks: vision, text, speech"),
+        (lambda r: r["tasks"]["vision"].update(source="web"), "tasks.vision.source"),
+        (lambda r: r["tasks"]["vision"].update(source="local"), "tasks.vision.path"),
+        (lambda r: r["schedules"].update(linear={}), "schedules.linear: unknown schedule; valid schedules: fixed"),
+        (lambda r: r["schedules"]["adaptive"].update(factor=1.5), "schedules.adaptive.factor"),
+        (lambda r: r["schedules"]["plateau"].update(threshold=-0.1), "schedules.plateau.threshold"),
+        (lambda r: r["schedules"]["adaptive"].update(fator=0.1), "schedules.adaptive.fator: unknown key"),
+        (lambda r: r.update(profile="huge"), "profile"),
+    ],
+)
+def test_bad_params_are_named(tmp_path, mutate, needle):
+    with pytest.raises(ParamsError, match=needle):
+        load_params(write(tmp_path, mutate))
