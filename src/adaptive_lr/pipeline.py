@@ -14,7 +14,7 @@ import torch
 
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.tasks import get_task
-from adaptive_lr.tasks.sources import DataError, load_split
+from adaptive_lr.tasks.sources import DataError
 from adaptive_lr.train import evaluate, resolve_device, train_one, write_json
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")

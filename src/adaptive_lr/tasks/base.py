@@ -49,9 +49,21 @@ class Task(abc.ABC):
     name: str = ""
     metric: str = "accuracy"  # "accuracy" | "wer"
     higher_is_better: bool = True
+    data_defaults: dict = {}  # every key allowed under tasks.<name>.data, with its default
+    model_defaults: dict = {}  # every key allowed under tasks.<name>.model, with its default
 
     def __init__(self, cfg: Any):
+        from adaptive_lr.config import ParamsError
+
         self.cfg = cfg
+        for part, defaults in (("data", self.data_defaults), ("model", self.model_defaults)):
+            unknown = sorted(set(getattr(cfg, part) or {}) - set(defaults))
+            if unknown:
+                raise ParamsError(
+                    f"tasks.{self.name}.{part}.{unknown[0]}: unknown key; known keys: {', '.join(defaults)}"
+                )
+        self.knobs = {**self.data_defaults, **(cfg.data or {})}
+        self.model_knobs = {**self.model_defaults, **(cfg.model or {})}
 
     # data -----------------------------------------------------------------
     @abc.abstractmethod
@@ -101,3 +113,27 @@ def iter_chunks(seq: list, size: int) -> Iterator[list]:
     """Consecutive chunks of ``seq`` of at most ``size`` items."""
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
+
+
+class ClassificationTask(Task):
+    """A task whose model maps a batch to class logits; loss: cross-entropy; metric: accuracy."""
+
+    metric = "accuracy"
+    higher_is_better = True
+
+    @abc.abstractmethod
+    def logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Float logits of shape (batch, classes); the batch's labels are ``batch["y"]``."""
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.logits(model, batch), batch["y"])
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
+        logits = self.logits(model, batch)
+        loss = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="sum")
+        return EvalBatch(float(loss), len(batch["y"]), logits.argmax(1).tolist(), batch["y"].tolist())
+
+    def score(self, predictions: list, references: list) -> float:
+        if not references:
+            return float("nan")
+        return sum(p == r for p, r in zip(predictions, references)) / len(references)

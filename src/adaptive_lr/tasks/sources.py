@@ -83,8 +83,3 @@ def require_columns(ds: Any, columns: dict[str, tuple], where: str) -> None:
     if len(ds) == 0:
         raise DataError(f"{where}: the split is empty")
 
-
-def source_name(ds: Any, split: str) -> str:
-    """A readable name for error messages: the split's first data file, or the split name."""
-    files = getattr(ds, "cache_files", None) or []
-    return f"{files[0]['filename']} ({split})" if files else split

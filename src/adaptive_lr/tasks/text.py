@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from adaptive_lr.tasks.base import EvalBatch, Task
+from adaptive_lr.tasks.base import ClassificationTask
 from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
 
 DATA_DEFAULTS = {
@@ -55,20 +54,15 @@ def _balanced(texts: list[str], labels: list[int], n: int | None, rng: np.random
     return np.sort(np.concatenate([p[:k] for p in per_class]))
 
 
-class TextTask(Task):
+class TextTask(ClassificationTask):
     """Sentiment (negative / positive); metric: accuracy."""
 
     name = "text"
-    metric = "accuracy"
-    higher_is_better = True
+    data_defaults = DATA_DEFAULTS
+    model_defaults = MODEL_DEFAULTS
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        self.knobs = {**DATA_DEFAULTS, **cfg.data}
-        self.model_knobs = {**MODEL_DEFAULTS, **cfg.model}
-        unknown = set(self.knobs) - set(DATA_DEFAULTS) | set(self.model_knobs) - set(MODEL_DEFAULTS)
-        if unknown:
-            raise DataError(f"tasks.text: unknown data/model keys {sorted(unknown)}")
         self._pad_id = 0
 
     def model_path(self) -> str:
@@ -156,16 +150,5 @@ class TextTask(Task):
                 p.requires_grad_(False)
         return model
 
-    def _logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    def logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(self._logits(model, batch), batch["y"])
-
-    def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
-        logits = self._logits(model, batch)
-        loss = F.cross_entropy(logits, batch["y"], reduction="sum")
-        return EvalBatch(float(loss), len(batch["y"]), logits.argmax(1).tolist(), batch["y"].tolist())
-
-    def score(self, predictions: list, references: list) -> float:
-        return float(np.mean(np.asarray(predictions) == np.asarray(references)))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptive_lr.tasks.base import EvalBatch, Task
+from adaptive_lr.tasks.base import ClassificationTask
 from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
 
 # CIFAR-10 channel statistics; the stand-in is normalised with its own.
@@ -135,20 +135,15 @@ def resnet18(width: int = 64, num_classes: int = 10) -> nn.Module:
     return net
 
 
-class VisionTask(Task):
+class VisionTask(ClassificationTask):
     """10-class image classification; metric: accuracy."""
 
     name = "vision"
-    metric = "accuracy"
-    higher_is_better = True
+    data_defaults = DATA_DEFAULTS
+    model_defaults = MODEL_DEFAULTS
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
-        self.knobs = {**DATA_DEFAULTS, **cfg.data}
-        self.model_knobs = {**MODEL_DEFAULTS, **cfg.model}
-        unknown = set(self.knobs) - set(DATA_DEFAULTS) | set(self.model_knobs) - set(MODEL_DEFAULTS)
-        if unknown:
-            raise DataError(f"tasks.vision: unknown data/model keys {sorted(unknown)}")
         self._mean = self._std = None
 
     # data -----------------------------------------------------------------
@@ -216,13 +211,5 @@ class VisionTask(Task):
     def build_model(self) -> nn.Module:
         return resnet18(int(self.model_knobs["width"]), int(self.model_knobs["num_classes"]))
 
-    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return F.cross_entropy(model(batch["x"]).float(), batch["y"])
-
-    def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
-        logits = model(batch["x"]).float()
-        loss = F.cross_entropy(logits, batch["y"], reduction="sum")
-        return EvalBatch(float(loss), len(batch["y"]), logits.argmax(1).tolist(), batch["y"].tolist())
-
-    def score(self, predictions: list, references: list) -> float:
-        return float(np.mean(np.asarray(predictions) == np.asarray(references)))
+    def logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(batch["x"]).float()
