@@ -117,6 +117,7 @@ def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     paths = []
     (root / "plots").mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,7 @@ def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
             (line,) = ax.plot(x, mean, label=schedule, **style)
             ax.fill_between(x, lo, hi, alpha=0.12, color=line.get_color())
         ax.axhline(entry["target_val_loss"], color="grey", linestyle=":", linewidth=1, label="target")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss")
         ax.set_title(f"{task}: validation loss (mean over seeds, band = min..max)")
