@@ -41,8 +41,12 @@ def test_vision_model_loss_and_accuracy(tmp_path, tiny_vision_cfg):
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     model.eval()
-    out = task.evaluate_batch(model, batch)
-    assert out.count == 8 and out.loss_sum == pytest.approx(float(loss) * 8, rel=0.5)
+    with torch.no_grad():  # as the loop calls it
+        out = task.evaluate_batch(model, batch)
+        expected = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"], reduction="sum")
+        predicted = model(batch["x"]).argmax(1).tolist()
+    assert out.count == 8 and out.loss_sum == pytest.approx(float(expected), rel=1e-4)
+    assert out.predictions == predicted and out.references == batch["y"].tolist()
     assert task.score([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
 
 
