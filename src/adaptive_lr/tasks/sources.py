@@ -49,15 +49,19 @@ def load_split(data_dir: Path, split: str, stage: str) -> Any:
         raise DataError(f"{path}: unreadable ({exc}); run `dvc repro -f {stage}`") from exc
 
 
-def load_real(cfg: Any, hub_id: str, hub_config: str | None = None) -> dict:
+def load_real(cfg: Any, hub_id: str, hub_config: str | None = None, hub_splits: list[str] | None = None) -> dict:
     """Real data as ``{split: datasets.Dataset}``: from the hub, or local parquet in the hub's schema.
 
+    On the hub, ``hub_splits`` names the splits to download (None: all of them;
+    LibriSpeech's ``clean`` config alone holds tens of GB that a run may not need).
     Local files are found in ``cfg.path`` by split prefix (``train*.parquet``,
     ``validation*.parquet``, ``test*.parquet``); splits with no file are absent.
     """
     import datasets
 
     if cfg.source == "hub":
+        if hub_splits:
+            return {name: datasets.load_dataset(hub_id, hub_config, split=name) for name in hub_splits}
         return dict(datasets.load_dataset(hub_id, hub_config))
     root = Path(cfg.path)
     if not root.is_dir():

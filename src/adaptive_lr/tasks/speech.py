@@ -444,8 +444,8 @@ class SpeechTask(Task):
         d = self.knobs
         if self.cfg.source == "local":
             _check_parquet_columns(Path(self.cfg.path), ("audio", "text"))
-        raw = load_real(self.cfg, d["hub_name"], d["hub_config"])
         names = {"train": d["hub_splits"]["train"], "val": d["hub_splits"]["val"], "test": d["hub_splits"]["test"]}
+        raw = load_real(self.cfg, d["hub_name"], d["hub_config"], list(names.values()))
         if self.cfg.source == "local":
             names = {"train": "train", "val": "validation", "test": "test"}
         out = {}
