@@ -129,3 +129,12 @@ def test_text_local_wrong_type_names_column(tmp_path, tiny_text_cfg):
     datasets.Dataset.from_dict(bad).to_parquet(str(src / "test-0.parquet"))
     with pytest.raises(DataError, match="column 'text'"):
         get_task("text", replace(tiny_text_cfg, source="local", path=str(src))).prepare(tmp_path / "out", seed=0)
+
+
+def test_prepared_files_are_byte_identical_across_runs(tmp_path, tiny_vision_cfg):
+    # DVC hashes bytes: equal data must give equal files, or every downstream stage re-runs
+    task = get_task("vision", tiny_vision_cfg)
+    for d in "ab":
+        task.prepare(tmp_path / d, seed=0)
+    for split in ("train", "val", "test"):
+        assert (tmp_path / "a" / f"{split}.pt").read_bytes() == (tmp_path / "b" / f"{split}.pt").read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -26,12 +27,19 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def save_split(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename, so a killed stage leaves no half file."""
+    """``torch.save`` through a temporary file and a rename, so a killed stage leaves no half file.
+
+    The archive is built in memory first: torch names the zip's inner folder after the
+    file it writes, and a random temporary name would make equal data hash differently
+    (DVC would then re-run every stage downstream).
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buffer.getbuffer())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
