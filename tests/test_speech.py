@@ -154,33 +154,28 @@ def test_local_parquet_source_resamples_and_splits(tmp_path):
     assert test.lengths.tolist() == [4000] and test.text == ["A TEST"]
 
 
-def test_local_missing_column_names_file_and_column(tmp_path):
+_GOOD_CLIP = (_wav_bytes(0.2, 16000), "b.wav", "hi")
+
+
+@pytest.mark.parametrize(
+    "train_rows, columns, message",
+    [
+        # a file without the transcript column: the error names the file and the column
+        ([_GOOD_CLIP], ("audio",), r"train\.parquet: missing column 'text'"),
+        # an empty clip among good ones: the error names the clip
+        ([_GOOD_CLIP, (_wav_bytes(0.0, 16000), "silent-42.wav", "x")], None, r"silent-42\.wav.*empty"),
+        # bytes that are no audio: the error names the clip
+        ([(b"not audio at all", "junk-7.flac", "hi")] * 2, None, r"junk-7\.flac.*cannot decode"),
+    ],
+    ids=["missing-column", "empty-clip", "unreadable-clip"],
+)
+def test_local_bad_input_is_named(tmp_path, train_rows, columns, message):
     src = tmp_path / "bad"
     src.mkdir()
-    _write_parquet(src / "train.parquet", [(_wav_bytes(0.2, 16000), "a.wav", "hi")], columns=("audio",))
-    _write_parquet(src / "test.parquet", [(_wav_bytes(0.2, 16000), "b.wav", "hi")])
+    _write_parquet(src / "train.parquet", train_rows, **({"columns": columns} if columns else {}))
+    _write_parquet(src / "test.parquet", [_GOOD_CLIP])
     task = SpeechTask(_cfg(source="local", path=str(src), data={}))
-    with pytest.raises(DataError, match=r"train\.parquet: missing column 'text'"):
-        task.prepare(tmp_path / "out", seed=0)
-
-
-def test_local_empty_clip_is_named(tmp_path):
-    src = tmp_path / "empty"
-    src.mkdir()
-    _write_parquet(src / "train.parquet", [(_wav_bytes(0.2, 16000), "ok.wav", "hi"), (_wav_bytes(0.0, 16000), "silent-42.wav", "x")])
-    _write_parquet(src / "test.parquet", [(_wav_bytes(0.2, 16000), "b.wav", "hi")])
-    task = SpeechTask(_cfg(source="local", path=str(src), data={}))
-    with pytest.raises(DataError, match=r"silent-42\.wav.*empty"):
-        task.prepare(tmp_path / "out", seed=0)
-
-
-def test_local_unreadable_clip_is_named(tmp_path):
-    src = tmp_path / "garbage"
-    src.mkdir()
-    _write_parquet(src / "train.parquet", [(b"not audio at all", "junk-7.flac", "hi")] * 2)
-    _write_parquet(src / "test.parquet", [(_wav_bytes(0.2, 16000), "b.wav", "hi")])
-    task = SpeechTask(_cfg(source="local", path=str(src), data={}))
-    with pytest.raises(DataError, match=r"junk-7\.flac.*cannot decode"):
+    with pytest.raises(DataError, match=message):
         task.prepare(tmp_path / "out", seed=0)
 
 
