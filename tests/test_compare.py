@@ -1,10 +1,11 @@
-"""Aggregation rules on synthetic runs with known answers."""
+"""Aggregation and statistics on synthetic runs with known answers."""
 
 import json
+import math
 
 import pytest
 
-from adaptive_lr.compare import collect, mean_std, time_to_target, to_markdown
+from adaptive_lr.compare import collect, compare, mean_std, paired, time_to_target, to_markdown
 from adaptive_lr.config import Params, TaskConfig
 
 
@@ -16,33 +17,102 @@ def test_a_run_that_never_reaches_the_target_is_not_reached():
     assert time_to_target([1.0, 0.9, None], [1.0, 2.0, 3.0], 0.5) == (None, None)
 
 
+def test_a_non_finite_loss_never_counts_as_reaching_the_target():
+    assert time_to_target([float("nan"), float("-inf"), 0.4], [1.0, 2.0, 3.0], 0.5) == (3, 3.0)
+
+
 def test_mean_std_ignores_missing_values():
     assert mean_std([1.0, 3.0, None]) == {"mean": 2.0, "std": pytest.approx(2**0.5)}
     assert mean_std([None]) == {"mean": None, "std": None}
 
 
-def test_collect_on_synthetic_runs(tmp_path):
-    cfg = TaskConfig(task="vision", seeds=(0, 1), target_val_loss=0.5)
-    params = Params(profile="default", tasks={"vision": cfg}, schedules={"fixed": None, "adaptive": None})
-    curves = {"fixed": ([0.9, 0.7, 0.6], [0.8, 0.7, 0.55]), "adaptive": ([0.8, 0.5, 0.4], [0.7, 0.45, 0.3])}
+def test_paired_difference_interval_and_test_by_hand():
+    # d = (0.1, 0.1, 0.05): mean 1/12, sd 0.05/sqrt(3), se 0.05/3, t = 5 with 2 degrees of freedom
+    ours, theirs = {"0": 0.9, "1": 0.8, "2": 0.85}, {"0": 0.8, "1": 0.7, "2": 0.8}
+    p = paired(ours, theirs, higher_is_better=True)
+    half = 4.302652729911275 * 0.05 / 3  # t(0.975, df=2)
+    assert p["n"] == 3 and p["diff"] == pytest.approx(1 / 12)
+    assert p["ci"] == [pytest.approx(1 / 12 - half), pytest.approx(1 / 12 + half)]
+    assert p["p_value"] == pytest.approx(1 - 5 / math.sqrt(27))  # two-sided t tail for df = 2
+    assert p["verdict"] == "better"
+    assert paired(theirs, ours, higher_is_better=True)["verdict"] == "worse"
+
+
+def test_paired_lower_is_better_for_wer():
+    ours, theirs = {"0": 0.20, "1": 0.25, "2": 0.22}, {"0": 0.30, "1": 0.36, "2": 0.31}
+    assert paired(ours, theirs, higher_is_better=False)["verdict"] == "better"
+    assert paired(theirs, ours, higher_is_better=False)["verdict"] == "worse"
+
+
+def test_paired_overlapping_runs_are_not_distinguishable():
+    p = paired({"0": 0.80, "1": 0.90, "2": 0.85}, {"0": 0.85, "1": 0.84, "2": 0.86}, higher_is_better=True)
+    assert p["ci"][0] < 0 < p["ci"][1] and p["verdict"] == "not distinguishable"
+
+
+def test_paired_constant_difference_has_a_point_interval_and_no_p_value():
+    p = paired({"0": 0.9, "1": 0.8}, {"0": 0.8, "1": 0.7}, higher_is_better=True)
+    assert p["ci"] == [pytest.approx(0.1), pytest.approx(0.1)] and p["p_value"] is None and p["verdict"] == "better"
+
+
+def test_paired_uses_only_seeds_both_have_and_needs_two():
+    p = paired({"0": 0.9, "1": None, "2": 0.7}, {"0": 0.5, "1": 0.5}, higher_is_better=True)
+    assert p == {"n": 1, "diff": pytest.approx(0.4), "ci": [None, None], "p_value": None, "verdict": "not distinguishable"}
+
+
+def _write_runs(root, curves, accuracy):
+    """live/ and metrics/ files as train and evaluate write them, for task vision."""
     for schedule, per_seed in curves.items():
         for seed, curve in enumerate(per_seed):
-            live = tmp_path / "live" / "vision" / schedule / f"seed{seed}"
+            live = root / "live" / "vision" / schedule / f"seed{seed}"
             live.mkdir(parents=True)
-            (live / "result.json").write_text(json.dumps({"val_loss": curve, "elapsed": [10.0, 20.0, 30.0]}))
-            m = tmp_path / "metrics" / "vision" / schedule
+            (live / "result.json").write_text(json.dumps({"val_loss": curve, "elapsed": [10.0, 20.0, 30.0], "lr": [1e-3, 1e-3, 1e-4]}))
+            m = root / "metrics" / "vision" / schedule
             m.mkdir(parents=True, exist_ok=True)
-            acc = 0.8 + 0.1 * seed + (0.05 if schedule == "adaptive" else 0)
+            slow = 2.0 if schedule == "adaptive" else 1.0
             (m / f"{seed}.json").write_text(json.dumps({
-                "metric": "accuracy", "seed": seed, "test_metric": acc, "test_loss": 1.0, "best_val_loss": min(curve),
-                "best_epoch": 3, "train_seconds": 30.0, "diverged_epoch": None,
+                "metric": "accuracy", "seed": seed, "test_metric": accuracy(schedule, seed), "test_loss": 1.0,
+                "best_val_loss": min(curve), "best_epoch": 3, "epochs_run": 3, "diverged_epoch": None,
+                "train_seconds": 30.0 * slow, "seconds_per_epoch": 10.0 * slow, "optim_seconds": 24.0 * slow,
+                "val_seconds": 3.0 * slow, "sched_seconds": 0.3 * slow, "cpu_util": 1.5, "peak_rss_mb": 400.0,
+                "gpu_peak_mb": None, "gpu_util": None,
             }))
-    out = collect(params, tmp_path)["vision"]
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    cfg = TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)
+    params = Params(profile="default", tasks={"vision": cfg}, schedules={"fixed": None, "adaptive": None})
+    curves = {
+        "fixed": ([0.9, 0.7, 0.6], [0.8, 0.7, 0.55], [0.8, 0.6, 0.6]),
+        "adaptive": ([0.8, 0.5, 0.4], [0.7, 0.45, 0.3], [0.9, 0.6, 0.45]),
+    }
+    _write_runs(tmp_path, curves, lambda s, seed: 0.8 + 0.05 * seed + (0.05 if s == "adaptive" else 0))
+    return params, tmp_path
+
+
+def test_collect_on_synthetic_runs(synthetic):
+    params, root = synthetic
+    out = collect(params, root)["vision"]
     assert out["metric"] == "accuracy" and out["higher_is_better"] is True and out["target_val_loss"] == 0.5
     fixed, ours = out["schedules"]["fixed"], out["schedules"]["adaptive"]
     assert fixed["epochs_to_target"] == {"mean": None, "std": None, "reached": 0}
-    assert ours["epochs_to_target"] == {"mean": 2.0, "std": 0.0, "reached": 2}
-    assert ours["seconds_to_target"]["mean"] == 20.0
+    assert ours["epochs_to_target"] == {"mean": pytest.approx(7 / 3), "std": pytest.approx(0.57735, abs=1e-5), "reached": 3}
+    assert ours["seconds_to_target"]["mean"] == pytest.approx(70 / 3)
     assert ours["test_metric"]["mean"] == pytest.approx(0.9)
+    assert ours["relative_to_fixed"]["train_seconds"] == 2.0 and ours["relative_to_fixed"]["peak_rss_mb"] == 1.0
+    assert ours["relative_to_fixed"]["gpu_peak_mb"] is None
+    assert ours["val_share"] == pytest.approx(0.1) and ours["sched_share"] == pytest.approx(0.01)
+    verdict = out["adaptive_vs"]["fixed"]["test_metric"]
+    assert verdict["diff"] == pytest.approx(0.05) and verdict["verdict"] == "better" and verdict["p_value"] is None
     md = to_markdown({"vision": out})
-    assert "**adaptive**" in md and "(0/2)" in md
+    assert "**adaptive**" in md and "(0/3)" in md and "adaptive vs fixed" in md and "2.00x" in md
+
+
+def test_compare_writes_json_markdown_and_every_plot(synthetic):
+    params, root = synthetic
+    compare(params, root)
+    assert json.loads((root / "metrics" / "comparison.json").read_text())["vision"]["adaptive_vs"]["fixed"]
+    assert "## Headline" in (root / "metrics" / "comparison.md").read_text()
+    for name in ("val_loss_vision", "lr_vision", "time_to_target", "overhead"):
+        assert (root / "plots" / f"{name}.png").stat().st_size > 10_000, name
+    assert not list(root.rglob("*.tmp"))

@@ -31,10 +31,24 @@ def test_loop_logs_curves_and_saves_best_checkpoint(prepared, tiny_vision_cfg):
     ckpt = torch.load(root / "a" / "run" / "model.pt")
     assert ckpt["epoch"] == r.best_epoch
     metrics = root / "a" / "live" / "plots" / "metrics"
-    for name in ("train/loss.tsv", "val/loss.tsv", "val/accuracy.tsv", "lr.tsv", "time/epoch_s.tsv"):
-        assert len((metrics / name).read_text().splitlines()) == 3, name
-    result = json.loads((root / "a" / "run" / "result.json").read_text())
+    for name in ("train/loss.tsv", "val/loss.tsv", "val/accuracy.tsv", "lr.tsv", "time/train_s.tsv", "time/val_s.tsv", "time/sched_s.tsv"):
+        lines = (metrics / name).read_text().splitlines()
+        assert len(lines) == 3 and [line.split("\t")[0] for line in lines[1:]] == ["1", "2"], name  # step = epoch
+    result = json.loads((root / "a" / "live" / "result.json").read_text())
     assert result["schedule"] == "adaptive" and result["diverged_epoch"] is None
+    assert not (root / "a" / "run" / "result.json").exists()
+
+
+def test_loop_measures_where_the_time_goes(prepared, tiny_vision_cfg):
+    task, root = prepared
+    r = _run(task, tiny_vision_cfg, "adaptive", root, "t")
+    u = r.usage
+    assert r.optim_seconds > 0 and r.val_seconds > 0 and r.sched_seconds > 0
+    # the parts are disjoint slices of the run's wall time
+    assert r.optim_seconds + r.val_seconds + r.sched_seconds <= u["wall_seconds"]
+    assert r.sched_seconds < r.optim_seconds
+    assert 0 < u["cpu_seconds"] and 0 < u["cpu_util"] <= torch.get_num_threads() + 0.5
+    assert u["peak_rss_mb"] > 50 and u["gpu_peak_mb"] is None and u["gpu_util"] is None
 
 
 def test_same_seed_same_curves(prepared, tiny_vision_cfg):

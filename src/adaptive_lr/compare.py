@@ -1,18 +1,30 @@
-"""The compare stage: aggregate every run over seeds into tables, JSON and plots."""
+"""The compare stage: aggregate every run over seeds into statistics, tables, JSON and plots."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from adaptive_lr.config import Params
-from adaptive_lr.train import write_json
+from adaptive_lr.files import atomic_write, write_json
 
 SCHEDULE_ORDER = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive")
+OURS, BASELINE = "adaptive", "fixed"  # the schedule under test, and the one overhead is relative to
+CONFIDENCE = 0.95
+# per-run fields aggregated over seeds (evaluate's metrics/<task>/<schedule>/<seed>.json, plus time to target)
+RUN_FIELDS = (
+    "test_metric", "test_loss", "best_val_loss", "best_epoch", "epochs_run",
+    "train_seconds", "seconds_per_epoch", "optim_seconds", "val_seconds", "sched_seconds",
+    "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util",
+)
+# overhead fields reported relative to BASELINE as a ratio of means
+RELATIVE_FIELDS = ("train_seconds", "seconds_per_epoch", "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util")
 
 
 def time_to_target(val_loss: list, elapsed: list, target: float) -> tuple[int | None, float | None]:
@@ -34,8 +46,60 @@ def mean_std(values: list) -> dict[str, float | None]:
     return {"mean": float(xs.mean()), "std": float(xs.std(ddof=1)) if len(xs) > 1 else 0.0}
 
 
+def paired(ours: dict, theirs: dict, higher_is_better: bool, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Paired comparison over the seeds both have a value for (same seed = same data order and init).
+
+    ``diff`` is ours - theirs in the metric's units, with a Student-t confidence interval of
+    its mean and a paired t-test. The verdict is ``better`` or ``worse`` only when the whole
+    interval lies on one side of zero, else ``not distinguishable``.
+    """
+    from scipy import stats
+
+    seeds = sorted(s for s in ours if ours[s] is not None and theirs.get(s) is not None)
+    d = np.asarray([ours[s] - theirs[s] for s in seeds], dtype=float)
+    out: dict[str, Any] = {"n": len(d), "diff": float(d.mean()) if len(d) else None, "ci": [None, None], "p_value": None}
+    if len(d) < 2:
+        return {**out, "verdict": "not distinguishable"}
+    # differences equal up to rounding (0.9 - 0.8 vs 0.8 - 0.7) have no spread: a point interval, no t-test
+    se = 0.0 if np.ptp(d) <= 1e-12 else float(d.std(ddof=1) / math.sqrt(len(d)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1)) * se
+    lo, hi = float(d.mean()) - half, float(d.mean()) + half
+    if se > 0:
+        out["p_value"] = float(stats.ttest_rel([ours[s] for s in seeds], [theirs[s] for s in seeds]).pvalue)
+    out["ci"] = [lo, hi]
+    good_lo, good_hi = (lo, hi) if higher_is_better else (-hi, -lo)
+    verdict = "better" if good_lo > 0 else "worse" if good_hi < 0 else "not distinguishable"
+    return {**out, "verdict": verdict}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b not in (None, 0) else None
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def _schedules(params: Params) -> list[str]:
+    return [s for s in SCHEDULE_ORDER if s in params.schedules] + [s for s in params.schedules if s not in SCHEDULE_ORDER]
+
+
+def _aggregate(runs: list[dict]) -> dict[str, Any]:
+    reached = sum(r["epochs_to_target"] is not None for r in runs)
+    out: dict[str, Any] = {"seeds": len(runs)}
+    for key in RUN_FIELDS:
+        out[key] = mean_std([r.get(key) for r in runs])
+    out["epochs_to_target"] = {**mean_std([r["epochs_to_target"] for r in runs]), "reached": reached}
+    out["seconds_to_target"] = {**mean_std([r["seconds_to_target"] for r in runs]), "reached": reached}
+    total = out["train_seconds"]["mean"]
+    out["val_share"] = _ratio(out["val_seconds"]["mean"], total)
+    out["sched_share"] = _ratio(out["sched_seconds"]["mean"], total)
+    out["diverged"] = sum(r["diverged_epoch"] is not None for r in runs)
+    out["per_seed"] = {
+        str(r["seed"]): {k: r.get(k) for k in ("test_metric", "test_loss", "best_val_loss", "best_epoch", "epochs_to_target", "seconds_to_target", "train_seconds", "diverged_epoch")}
+        for r in runs
+    }
+    return out
 
 
 def collect(params: Params, root: Path = Path(".")) -> dict[str, Any]:
@@ -43,35 +107,31 @@ def collect(params: Params, root: Path = Path(".")) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, cfg in params.tasks.items():
         entry: dict[str, Any] = {"target_val_loss": cfg.target_val_loss, "schedules": {}}
-        for schedule in [s for s in SCHEDULE_ORDER if s in params.schedules] + [
-            s for s in params.schedules if s not in SCHEDULE_ORDER
-        ]:
+        for schedule in _schedules(params):
             runs = []
             for seed in cfg.seeds:
                 m = _read(root / "metrics" / task / schedule / f"{seed}.json")
                 r = _read(root / "live" / task / schedule / f"seed{seed}" / "result.json")
                 epochs, seconds = time_to_target(r["val_loss"], r["elapsed"], cfg.target_val_loss)
-                runs.append({**m, "epochs_to_target": epochs, "seconds_to_target": seconds, "curve": r})
+                runs.append({**m, "epochs_to_target": epochs, "seconds_to_target": seconds})
             entry["metric"] = runs[0]["metric"]
             entry["higher_is_better"] = runs[0]["metric"] != "wer"
-            reached = sum(r["epochs_to_target"] is not None for r in runs)
-            entry["schedules"][schedule] = {
-                "seeds": len(runs),
-                "test_metric": mean_std([r["test_metric"] for r in runs]),
-                "test_loss": mean_std([r["test_loss"] for r in runs]),
-                "best_val_loss": mean_std([r["best_val_loss"] for r in runs]),
-                "best_epoch": mean_std([r["best_epoch"] for r in runs]),
-                "epochs_to_target": {**mean_std([r["epochs_to_target"] for r in runs]), "reached": reached},
-                "seconds_to_target": {**mean_std([r["seconds_to_target"] for r in runs]), "reached": reached},
-                "train_seconds": mean_std([r["train_seconds"] for r in runs]),
-                "diverged": sum(r["diverged_epoch"] is not None for r in runs),
-                "per_seed": {
-                    str(r["seed"]): {k: r[k] for k in ("test_metric", "test_loss", "best_val_loss", "epochs_to_target", "seconds_to_target", "train_seconds", "diverged_epoch")}
-                    for r in runs
-                },
+            entry["schedules"][schedule] = _aggregate(runs)
+        scheds = entry["schedules"]
+        if BASELINE in scheds:
+            for v in scheds.values():
+                v["relative_to_fixed"] = {k: _ratio(v[k]["mean"], scheds[BASELINE][k]["mean"]) for k in RELATIVE_FIELDS}
+        if OURS in scheds:
+            ours = {s: v["test_metric"] for s, v in scheds[OURS]["per_seed"].items()}
+            entry[f"{OURS}_vs"] = {
+                other: {"test_metric": paired(ours, {s: v["test_metric"] for s, v in scheds[other]["per_seed"].items()}, entry["higher_is_better"])}
+                for other in scheds if other != OURS
             }
         out[task] = entry
     return out
+
+
+# ----------------------------------------------------------------------------- markdown
 
 
 def _fmt(ms: dict, digits: int = 3) -> str:
@@ -80,18 +140,47 @@ def _fmt(ms: dict, digits: int = 3) -> str:
     return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
-def to_markdown(comparison: dict) -> str:
-    """Readable tables: one per task, the best test metric in bold."""
+def _num(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _best(entry: dict) -> str | None:
+    means = {s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None}
+    return (max if entry["higher_is_better"] else min)(means, key=means.get) if means else None
+
+
+def headline(comparison: dict) -> str:
+    """One table: test metric (mean ± std) of every schedule on every task, the best in bold."""
     from tabulate import tabulate
 
-    lines = ["# Comparison of learning-rate schedules", ""]
-    lines.append("Mean ± std over seeds. Test metric on the held-out test split; convergence measured on the")
-    lines.append("validation split against each task's pre-set `target_val_loss` (runs that never reach it are")
-    lines.append("counted in *reached*, not averaged as their last epoch).")
+    tasks = list(comparison)
+    best = {t: _best(comparison[t]) for t in tasks}
+    schedules = list(dict.fromkeys(s for t in tasks for s in comparison[t]["schedules"]))
+    rows = []
+    for s in schedules:
+        row = [s]
+        for t in tasks:
+            v = comparison[t]["schedules"].get(s)
+            cell = _fmt(v["test_metric"]) if v else "-"
+            row.append(f"**{cell}**" if s == best[t] else cell)
+        rows.append(row)
+    headers = ["schedule"] + [f"{t} test {comparison[t]['metric']} ({'↑' if comparison[t]['higher_is_better'] else '↓'})" for t in tasks]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def to_markdown(comparison: dict) -> str:
+    """Readable tables per task: quality and convergence, overhead, and the paired verdicts."""
+    from tabulate import tabulate
+
+    lines = [
+        "# Comparison of learning-rate schedules", "",
+        "Mean ± std over seeds. Test metric on the held-out test split; convergence measured on the",
+        "validation split against each task's pre-set `target_val_loss` (runs that never reach it are",
+        "counted in *reached*, not averaged as their last epoch). Overhead ratios are mean / mean of `fixed`.",
+        "", "## Headline: test metric", "", headline(comparison),
+    ]
     for task, entry in comparison.items():
-        metric, hib = entry["metric"], entry["higher_is_better"]
-        means = {s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None}
-        best = (max if hib else min)(means, key=means.get) if means else None
+        metric, hib, best = entry["metric"], entry["higher_is_better"], _best(entry)
         rows = []
         for s, v in entry["schedules"].items():
             tm = _fmt(v["test_metric"])
@@ -99,74 +188,195 @@ def to_markdown(comparison: dict) -> str:
                 f"**{s}**" if s == best else s,
                 f"**{tm}**" if s == best else tm,
                 _fmt(v["test_loss"]),
-                _fmt(v["best_val_loss"]),
+                f"{_fmt(v['best_val_loss'])} @ {_num(v['best_epoch']['mean'], '{:.1f}')}",
                 f"{_fmt(v['epochs_to_target'], 1)} ({v['epochs_to_target']['reached']}/{v['seeds']})",
-                f"{_fmt(v['seconds_to_target'], 1)}",
-                _fmt(v["train_seconds"], 1),
+                _fmt(v["seconds_to_target"], 1),
                 v["diverged"],
             ])
         lines += ["", f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; target val loss {entry['target_val_loss']})", ""]
-        lines.append(tabulate(rows, headers=["schedule", f"test {metric}", "test loss", "best val loss", "epochs to target (reached)", "seconds to target", "train s", "diverged"], tablefmt="github"))
-        lines += ["", f"![validation loss, {task}](../plots/val_loss_{task}.png)"]
+        lines.append(tabulate(rows, headers=["schedule", f"test {metric}", "test loss", "best val loss @ epoch", "epochs to target (reached)", "seconds to target", "diverged"], tablefmt="github"))
+
+        gpu = any(v["gpu_peak_mb"]["mean"] is not None for v in entry["schedules"].values())
+        rows = []
+        for s, v in entry["schedules"].items():
+            rel = v.get("relative_to_fixed", {})
+            row = [
+                s, _fmt(v["train_seconds"], 1), _num(rel.get("train_seconds"), "{:.2f}x"), _fmt(v["seconds_per_epoch"], 2),
+                _num(v["val_share"], "{:.1%}"), _num(v["sched_share"], "{:.2%}"),
+                _num(v["cpu_util"]["mean"]), _num(v["peak_rss_mb"]["mean"], "{:.0f}"), _num(rel.get("peak_rss_mb"), "{:.2f}x"),
+            ]
+            if gpu:
+                row += [_num(v["gpu_peak_mb"]["mean"], "{:.0f}"), _num(v["gpu_util"]["mean"], "{:.0f}%")]
+            rows.append(row)
+        headers = ["schedule", "train s", "x fixed", "s / epoch", "validation", "scheduler", "CPU (cores)", "peak RSS MiB", "x fixed"]
+        if gpu:
+            headers += ["GPU peak MiB", "GPU util"]
+        lines += ["", f"Overhead on {task} (validation and scheduler: share of training time):", ""]
+        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+
+        if f"{OURS}_vs" in entry:
+            rows = [
+                [f"{OURS} vs {other}", p["n"], _num(p["diff"], "{:+.3f}"),
+                 "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]", _num(p["p_value"], "{:.3f}"), p["verdict"]]
+                for other, v in entry[f"{OURS}_vs"].items() for p in [v["test_metric"]]
+            ]
+            lines += ["", f"Paired over seeds, test {metric} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):", ""]
+            lines.append(tabulate(rows, headers=["pair", "seeds", "diff", "95% CI", "p", "verdict"], tablefmt="github", disable_numparse=True))
+        lines += ["", f"![validation loss, {task}](../plots/val_loss_{task}.png)", f"![learning rate, {task}](../plots/lr_{task}.png)"]
+    lines += ["", "![time to target](../plots/time_to_target.png)", "![overhead](../plots/overhead.png)"]
     return "\n".join(lines) + "\n"
 
 
-def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
-    """One PNG per task: validation loss per epoch, mean over seeds with a min-max band, every schedule."""
+# ----------------------------------------------------------------------------- plots
+
+
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig, path: Path) -> Path:
+    """Render a matplotlib figure to PNG in memory and write it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    pyplot().close(fig)
+    atomic_write(path, buffer.getvalue())
+    return path
+
+
+def _stack(curves: list[list]) -> np.ndarray:
+    """Per-seed curves of unequal length (early stopping) as a NaN-padded array."""
+    arr = np.full((len(curves), max(len(c) for c in curves)), np.nan)
+    for i, c in enumerate(curves):
+        arr[i, : len(c)] = [np.nan if v is None else v for v in c]
+    return arr
+
+
+def _nanstats(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (diverged runs) stay NaN
+        return np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0)
+
+
+def _style(schedule: str) -> dict:
+    return {"linewidth": 2.4, "color": "black"} if schedule == OURS else {"linewidth": 1.4}
+
+
+def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
+    """PNGs in plots/: per task validation loss (vs epoch and vs seconds) and LR; time to target; overhead."""
+    plt = pyplot()
     import matplotlib.ticker
 
     paths = []
-    (root / "plots").mkdir(parents=True, exist_ok=True)
     for task, entry in comparison.items():
-        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-        for schedule in entry["schedules"]:
-            curves = [
-                _read(root / "live" / task / schedule / f"seed{seed}" / "result.json")["val_loss"]
-                for seed in params.tasks[task].seeds
-            ]
-            n = max(len(c) for c in curves)
-            arr = np.full((len(curves), n), np.nan)
-            for i, c in enumerate(curves):
-                arr[i, : len(c)] = [np.nan if v is None else v for v in c]
-            x = np.arange(1, n + 1)
-            with np.errstate(all="ignore"):
-                import warnings
+        results = {
+            s: [_read(root / "live" / task / s / f"seed{seed}" / "result.json") for seed in params.tasks[task].seeds]
+            for s in entry["schedules"]
+        }
+        fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110, sharey=True)
+        for s, runs in results.items():
+            mean, lo, hi = _nanstats(_stack([r["val_loss"] for r in runs]))
+            seconds, _, _ = _nanstats(_stack([r["elapsed"] for r in runs]))
+            x = np.arange(1, len(mean) + 1)
+            (line,) = by_epoch.plot(x, mean, label=s, **_style(s))
+            by_epoch.fill_between(x, lo, hi, alpha=0.12, color=line.get_color())
+            by_time.plot(seconds, mean, label=s, **_style(s))
+            by_time.fill_between(seconds, lo, hi, alpha=0.12, color=line.get_color())
+        for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall seconds since the start of training (mean over seeds)")):
+            ax.axhline(entry["target_val_loss"], color="grey", linestyle=":", linewidth=1, label="target")
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+        by_epoch.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        by_epoch.set_ylabel("validation loss")
+        by_epoch.legend(fontsize=8, ncol=2)
+        fig.suptitle(f"{task}: validation loss, mean over {len(params.tasks[task].seeds)} seeds (band = min..max)")
+        fig.tight_layout()
+        paths.append(save_png(fig, root / "plots" / f"val_loss_{task}.png"))
 
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mean, lo, hi = np.nanmean(arr, 0), np.nanmin(arr, 0), np.nanmax(arr, 0)
-            style = {"linewidth": 2.4, "color": "black"} if schedule == "adaptive" else {"linewidth": 1.4}
-            (line,) = ax.plot(x, mean, label=schedule, **style)
-            ax.fill_between(x, lo, hi, alpha=0.12, color=line.get_color())
-        ax.axhline(entry["target_val_loss"], color="grey", linestyle=":", linewidth=1, label="target")
+        fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+        for s, runs in results.items():
+            style = {**_style(s), "alpha": 0.8}
+            for i, r in enumerate(runs):
+                lr = [np.nan if v is None else v for v in r["lr"]]
+                (line,) = ax.plot(np.arange(1, len(lr) + 1), lr, label=s if i == 0 else None, **style)
+                style["color"] = line.get_color()  # every seed of a schedule in one colour
+        ax.set_yscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation loss")
-        ax.set_title(f"{task}: validation loss (mean over seeds, band = min..max)")
-        ax.grid(alpha=0.3)
+        ax.set_ylabel("learning rate used in the epoch")
+        ax.set_title(f"{task}: learning rate, one line per seed")
+        ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
-        path = root / "plots" / f"val_loss_{task}.png"
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
+        paths.append(save_png(fig, root / "plots" / f"lr_{task}.png"))
+    paths.append(_plot_time_to_target(comparison, root))
+    paths.append(_plot_overhead(comparison, root))
     return paths
 
 
+def _plot_time_to_target(comparison: dict, root: Path) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(comparison), figsize=(5 * len(comparison), 4.2), dpi=110, squeeze=False)
+    for ax, (task, entry) in zip(axes[0], comparison.items()):
+        names = list(entry["schedules"])
+        means = [entry["schedules"][s]["seconds_to_target"]["mean"] for s in names]
+        stds = [entry["schedules"][s]["seconds_to_target"]["std"] for s in names]
+        y = np.arange(len(names))
+        colors = ["black" if s == OURS else f"C{i}" for i, s in enumerate(names)]
+        ends = [(m or 0) + (sd or 0) for m, sd in zip(means, stds)]
+        ax.barh(y, [m or 0 for m in means], xerr=[sd or 0 for sd in stds], color=colors, alpha=0.8, ecolor="grey", capsize=3)
+        for i, s in enumerate(names):
+            v = entry["schedules"][s]["seconds_to_target"]
+            label = f" {v['reached']}/{entry['schedules'][s]['seeds']} reached" if v["mean"] is not None else " never reached"
+            ax.text(ends[i], i, label, va="center", fontsize=8)
+        ax.set_xlim(0, max(ends + [1.0]) * 1.35)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds to target (mean ± std of runs that reached it)")
+        ax.set_title(f"{task}: target {entry['target_val_loss']}")
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return save_png(fig, root / "plots" / "time_to_target.png")
+
+
+def _plot_overhead(comparison: dict, root: Path) -> Path:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(comparison), figsize=(5 * len(comparison), 4.2), dpi=110, squeeze=False)
+    parts = (("optim_seconds", "optimisation"), ("val_seconds", "validation"), ("sched_seconds", "scheduler logic"))
+    for ax, (task, entry) in zip(axes[0], comparison.items()):
+        names = list(entry["schedules"])
+        y = np.arange(len(names))
+        left = np.zeros(len(names))
+        for i, (key, label) in enumerate(parts):
+            per_epoch = np.array([
+                (v[key]["mean"] or 0) / max(v["epochs_run"]["mean"] or 1, 1) for v in (entry["schedules"][s] for s in names)
+            ])
+            ax.barh(y, per_epoch, left=left, label=label, color=f"C{i}")
+            left += per_epoch
+        for i, s in enumerate(names):
+            rel = entry["schedules"][s].get("relative_to_fixed", {}).get("seconds_per_epoch")
+            if rel is not None:
+                ax.text(left[i], i, f" {rel:.2f}x", va="center", fontsize=8)
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds per epoch (mean over seeds); label: x fixed")
+        ax.set_title(f"{task}: where the time goes")
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_png(fig, root / "plots" / "overhead.png")
+
+
 def compare(params: Params, root: Path = Path(".")) -> dict:
-    """Write metrics/comparison.json, metrics/comparison.md and plots/val_loss_<task>.png."""
+    """Write metrics/comparison.json, metrics/comparison.md and the PNGs in plots/."""
     comparison = collect(params, root)
-    write_json(comparison, root / "metrics" / "comparison.json")
-    md = root / "metrics" / "comparison.md"
-    tmp = md.with_name(".comparison.md.tmp")
-    tmp.write_text(to_markdown(comparison))
-    tmp.replace(md)
     plot(comparison, root, params)
-    print(to_markdown(comparison), flush=True)
+    md = to_markdown(comparison)
+    atomic_write(root / "metrics" / "comparison.md", md)
+    write_json(comparison, root / "metrics" / "comparison.json")
+    print(md, flush=True)
     return comparison

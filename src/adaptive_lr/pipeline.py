@@ -15,7 +15,8 @@ import torch
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.tasks import get_task
 from adaptive_lr.tasks.sources import DataError
-from adaptive_lr.train import evaluate, resolve_device, train_one, write_json
+from adaptive_lr.files import write_json
+from adaptive_lr.train import evaluate, resolve_device, train_one
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
 
@@ -72,11 +73,9 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
         for d in (run_dir, live_dir):
             shutil.rmtree(d, ignore_errors=True)
         r = train_one(t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log)
-        write_json(json.loads((run_dir / "result.json").read_text()), live_dir / "result.json")
-        (run_dir / "result.json").unlink()
         log(
             f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
-            f"{r.epochs_run} epochs, {r.train_seconds + r.val_seconds:.1f}s"
+            f"{r.epochs_run} epochs, {r.usage['wall_seconds']:.1f}s"
         )
         results.append(r)
     return results
@@ -107,9 +106,14 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
             )
         else:  # diverged before any finite validation loss: nothing to evaluate
             record.update(test_loss=None, test_metric=None, **{f"test_{t.metric}": None})
+        usage = train["usage"]
         record.update(
             best_val_loss=train["best_val_loss"], best_epoch=train["best_epoch"], epochs_run=train["epochs_run"],
-            train_seconds=train["train_seconds"] + train["val_seconds"], diverged_epoch=train["diverged_epoch"],
+            diverged_epoch=train["diverged_epoch"],
+            # overhead: total training time and where it went, and what the run cost the machine
+            train_seconds=usage["wall_seconds"], seconds_per_epoch=usage["wall_seconds"] / max(train["epochs_run"], 1),
+            optim_seconds=train["optim_seconds"], val_seconds=train["val_seconds"], sched_seconds=train["sched_seconds"],
+            cpu_util=usage["cpu_util"], peak_rss_mb=usage["peak_rss_mb"], gpu_peak_mb=usage["gpu_peak_mb"], gpu_util=usage["gpu_util"],
         )
         write_json(record, root / METRICS / task / schedule / f"{seed}.json")
         m = record["test_metric"]

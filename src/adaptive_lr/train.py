@@ -7,7 +7,6 @@ validation-driven schedule see the validation split only.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -21,7 +20,11 @@ import torch
 
 from adaptive_lr import schedules
 from adaptive_lr.config import TaskConfig
+from adaptive_lr.files import save_torch, write_json
 from adaptive_lr.tasks.base import Task, to_device
+from adaptive_lr.usage import UsageMeter
+
+GPU_SAMPLE_EVERY = 25  # batches between GPU utilisation samples (CUDA only)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -90,14 +93,18 @@ class RunResult:
     best_epoch: int = 0
     best_val_loss: float = math.inf
     best_val_metric: float = math.nan
-    train_seconds: float = 0.0
+    # where the time went: optimisation steps, validation passes, the schedule's own logic
+    optim_seconds: float = 0.0
     val_seconds: float = 0.0
+    sched_seconds: float = 0.0
     diverged_epoch: int | None = None
     stopped_early: bool = False
     # per epoch (1-based position i-1): validation loss and wall seconds since the start
     val_loss: list = field(default_factory=list)
     elapsed: list = field(default_factory=list)
     lr: list = field(default_factory=list)
+    # machine cost of the whole run (UsageMeter.stop): wall_seconds, cpu_util, peak_rss_mb, ...
+    usage: dict = field(default_factory=dict)
 
 
 def train_one(
@@ -111,7 +118,11 @@ def train_one(
     live_dir: Path,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train ``task`` with ``schedule_name`` for one seed; write the best checkpoint and dvclive curves."""
+    """Train ``task`` with ``schedule_name`` for one seed.
+
+    Writes the best checkpoint to ``run_dir/model.pt``, and the dvclive curves (step = epoch)
+    and ``result.json`` (a :class:`RunResult`) to ``live_dir``.
+    """
     from dvclive import Live
 
     device = resolve_device(cfg.device)
@@ -137,6 +148,7 @@ def train_one(
     metric_key = f"val/{task.metric}"
 
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    meter = UsageMeter(device).start()
     start = time.perf_counter()
     try:
         for epoch in range(1, cfg.epochs + 1):
@@ -144,7 +156,7 @@ def train_one(
             t0 = time.perf_counter()
             model.train()
             sched.train_mode()
-            loss_sum, n_batches, finite = 0.0, 0, True
+            loss_sum, n_batches, finite, sched_s = 0.0, 0, True, 0.0
             for batch in train_batches:
                 batch = to_device(batch, device)
                 with autocast_for(device, cfg.amp):
@@ -157,15 +169,18 @@ def train_one(
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 sched.optimizer.step()
-                sched.after_batch()
-                loss_sum += float(loss.detach())
+                loss_sum += float(loss.detach())  # syncs with the device, so the timings below are real
                 n_batches += 1
-            train_s = time.perf_counter() - t0
+                t_sched = time.perf_counter()
+                sched.after_batch()
+                sched_s += time.perf_counter() - t_sched
+                if n_batches % GPU_SAMPLE_EVERY == 0:
+                    meter.sample()
+            train_s = time.perf_counter() - t0 - sched_s
             sched.eval_mode()
             val = evaluate(task, model, val_batches, device, cfg.amp) if finite else None
             val_loss = val.loss if val is not None else math.nan
-            result.train_seconds += train_s
-            result.val_seconds += val.seconds if val is not None else 0.0
+            val_s = val.seconds if val is not None else 0.0
             result.epochs_run = epoch
             elapsed = time.perf_counter() - start
 
@@ -179,22 +194,30 @@ def train_one(
                     "model": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
                     "optimizer": copy.deepcopy(sched.optimizer.state_dict()),
                 }
+            t_sched = time.perf_counter()
             sched.after_validation(val_loss, val.stderr if val is not None else 0.0)
+            sched_s += time.perf_counter() - t_sched
+            result.optim_seconds += train_s
+            result.val_seconds += val_s
+            result.sched_seconds += sched_s
 
             result.val_loss.append(val_loss)
             result.elapsed.append(elapsed)
             result.lr.append(lr_used)
+            live.step = epoch  # x = epoch in `dvc plots`
             live.log_metric("train/loss", loss_sum / max(n_batches, 1))
             live.log_metric("val/loss", val_loss)
             live.log_metric(metric_key, val.metric if val is not None else math.nan)
             live.log_metric("lr", lr_used)
-            live.log_metric("time/epoch_s", train_s + (val.seconds if val is not None else 0.0))
+            live.log_metric("time/train_s", train_s)
+            live.log_metric("time/val_s", val_s)
+            live.log_metric("time/sched_s", sched_s)
             live.log_metric("time/elapsed_s", elapsed)
             live.next_step()
             log(
                 f"{tag} epoch {epoch:>2}/{cfg.epochs} train/loss {loss_sum / max(n_batches, 1):.4f} "
                 f"val/loss {val_loss:.4f} {metric_key} {val.metric if val is not None else math.nan:.4f} "
-                f"lr {lr_used:.2e} {train_s + (val.seconds if val else 0):.1f}s"
+                f"lr {lr_used:.2e} {train_s + val_s + sched_s:.1f}s"
             )
             if epoch - result.best_epoch >= cfg.patience:
                 result.stopped_early = True
@@ -202,30 +225,10 @@ def train_one(
                 break
     finally:
         live.end()
+    result.usage = meter.stop()
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if best_state:
-        from adaptive_lr.tasks.sources import save_split
-
-        save_split({"model": best_state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
-    write_json(asdict(result), run_dir / "result.json")
+        save_torch({"model": best_state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
+    write_json(asdict(result), live_dir / "result.json")
     return result
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON through a temporary file and a rename (no half-written metrics)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-
-
-def finite_or_none(obj: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) by None, recursively."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_none(v) for v in obj]
-    return obj

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -107,12 +107,6 @@ class Task(abc.ABC):
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Move the tensors of a batch to ``device``; leave other values as they are."""
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
-def iter_chunks(seq: list, size: int) -> Iterator[list]:
-    """Consecutive chunks of ``seq`` of at most ``size`` items."""
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
 
 
 class ClassificationTask(Task):

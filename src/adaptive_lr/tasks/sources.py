@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import glob
-import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +21,6 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     if n_cut >= n:
         raise DataError(f"cannot hold out {fraction:.0%} of {n} examples and keep any for training")
     return np.sort(order[n_cut:]), np.sort(order[:n_cut])
-
-
-def save_split(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename, so a killed stage leaves no half file.
-
-    The archive is built in memory first: torch names the zip's inner folder after the
-    file it writes, and a random temporary name would make equal data hash differently
-    (DVC would then re-run every stage downstream).
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getbuffer())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_split(data_dir: Path, split: str, stage: str) -> Any:

@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from adaptive_lr.tasks.base import EvalBatch, Task
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
+from adaptive_lr.files import save_torch
+from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
 
 SAMPLE_RATE = 16_000
 # Padding granularity of a batch: few distinct shapes keep the CPU kernels'
@@ -356,7 +357,7 @@ class SpeechTask(Task):
             audio, text = self._cap(split, *splits[split])
             if not audio:
                 raise DataError(f"speech: split {split!r} is empty after the caps and filters in tasks.speech.data")
-            save_split({"audio": audio, "text": text, "sample_rate": SAMPLE_RATE}, out_dir / f"{split}.pt")
+            save_torch({"audio": audio, "text": text, "sample_rate": SAMPLE_RATE}, out_dir / f"{split}.pt")
             sizes[split] = len(audio)
         (out_dir / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(VOCAB)}, indent=1) + "\n")
         return sizes

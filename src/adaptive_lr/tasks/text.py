@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from adaptive_lr.tasks.base import ClassificationTask
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
+from adaptive_lr.files import save_torch
+from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
 
 DATA_DEFAULTS = {
     "n_train": 400,  # train+val examples (balanced); builtin, and a cap for hub/local (None = all)
@@ -106,7 +107,7 @@ class TextTask(ClassificationTask):
             enc = tok([texts[i] for i in idx], truncation=True, max_length=self.knobs["max_length"])
             ids = [torch.tensor(e, dtype=torch.int32) for e in enc["input_ids"]]
             y = torch.tensor([labels[i] for i in idx], dtype=torch.int64)
-            save_split({"ids": ids, "y": y, "pad_id": tok.pad_token_id}, Path(out_dir) / f"{split}.pt")
+            save_torch({"ids": ids, "y": y, "pad_id": tok.pad_token_id}, Path(out_dir) / f"{split}.pt")
             sizes[split] = len(y)
         return sizes
 

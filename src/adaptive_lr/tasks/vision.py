@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptive_lr.tasks.base import ClassificationTask
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, save_split, split_indices
+from adaptive_lr.files import save_torch
+from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
 
 # CIFAR-10 channel statistics; the stand-in is normalised with its own.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -152,7 +153,7 @@ class VisionTask(ClassificationTask):
         ref = splits["val"][0].float() / 255  # rendered images in every source
         mean, std = ref.mean(dim=(0, 2, 3)), ref.std(dim=(0, 2, 3))
         for split, (x, y) in splits.items():
-            save_split({"x": x, "y": y, "mean": mean, "std": std, "render": x.dim() == 3}, Path(out_dir) / f"{split}.pt")
+            save_torch({"x": x, "y": y, "mean": mean, "std": std, "render": x.dim() == 3}, Path(out_dir) / f"{split}.pt")
         return {split: len(y) for split, (x, y) in splits.items()}
 
     def _builtin(self, seed: int) -> dict:

@@ -1,0 +1,170 @@
+"""Reports around DVC, for places without a browser or a network.
+
+``python -m adaptive_lr.report plots-diff [REV ...] [-o PNG]``
+    The offline rendering of ``dvc plots diff REV ...``: DVC's own plot data (the
+    top-level ``plots:`` of dvc.yaml, any git revision or experiment name) drawn with
+    matplotlib, one panel per plot, mean over seeds per schedule, one line style per
+    revision. DVC's HTML needs a CDN to draw; this PNG does not.
+
+``python -m adaptive_lr.report ci [--base REV] [-o MD]``
+    A pull-request-comment style report: ``dvc metrics diff`` and ``dvc params diff``
+    against the base, the headline table of ``metrics/comparison.json`` and the
+    comparison PNGs. ``.ci/run`` writes it on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_lr.compare import OURS, headline, pyplot, save_png
+
+META_FIELDS = {"step", "rev", "filename", "field"}
+RUN_PATH = re.compile(r"(?:^|/)(?P<schedule>[^/]+)/seed(?P<seed>\d+)/")
+
+
+class ReportError(RuntimeError):
+    """A DVC or git command failed; the message carries its error output."""
+
+
+def _cmd(args: list[str], cwd: Path) -> str:
+    try:
+        proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise ReportError(f"{args[0]} not found on PATH; run from the project's environment (make setup)") from exc
+    if proc.returncode != 0:
+        raise ReportError(f"`{' '.join(args)}` failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Path = Path(".")) -> dict[str, list[dict]]:
+    """The rows DVC draws for ``dvc plots diff``: plot id -> rows with step, value, rev, schedule, seed."""
+    cmd = [sys.executable, "-m", "dvc", "plots", "diff", *revs, "--json"]
+    if targets:
+        cmd += ["--targets", *targets]
+    out = json.loads(_cmd(cmd, root))
+    for err in out.get("errors", []):
+        print(f"warning: dvc plots: {err.get('rev')}: {err.get('msg', '').splitlines()[0]}", file=sys.stderr)
+    plots: dict[str, list[dict]] = {}
+    for plot_id, items in out.get("data", {}).items():
+        rows = []
+        for item in items:
+            if item.get("type") != "vega":
+                continue
+            for row in item["content"]["data"]["values"]:
+                fields = [k for k in row if k not in META_FIELDS and not k.startswith("dvc_")]
+                m = RUN_PATH.search(row.get("filename", ""))
+                if not fields or m is None:
+                    continue
+                rows.append({
+                    "rev": row["rev"], "schedule": m["schedule"], "seed": int(m["seed"]), "field": fields[0],
+                    "step": int(float(row["step"])), "value": float(row[fields[0]]),
+                })
+        if rows:
+            plots[plot_id] = rows
+    return plots
+
+
+def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
+    """One panel per plot id; colour = schedule, line style = revision; mean over seeds."""
+    if not plots:
+        raise ReportError("dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?")
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    ids = sorted(plots, key=lambda i: (i.rsplit("_", 1)[-1], i))  # val_loss_<task>, val_<metric>_<task>: by task
+    cols = min(2, len(ids))
+    rows_n = -(-len(ids) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(7 * cols, 4 * rows_n), dpi=100, squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for ax, plot_id in zip(axes.flat, ids):
+        rows = plots[plot_id]
+        revs = list(dict.fromkeys(r["rev"] for r in rows))
+        schedules = list(dict.fromkeys(r["schedule"] for r in rows))
+        series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            series[(r["rev"], r["schedule"])][r["step"]].append(r["value"])
+        for (rev, schedule), by_step in series.items():
+            steps = sorted(by_step)
+            color = "black" if schedule == OURS else f"C{schedules.index(schedule) % 10}"
+            ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linestyle=styles[revs.index(rev) % len(styles)],
+                    linewidth=2 if schedule == OURS else 1.3, label=f"{schedule} @ {rev}")
+        ax.set_title(plot_id)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(rows[0]["field"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.set_visible(False)
+    fig.suptitle("dvc plots diff " + " vs ".join(dict.fromkeys(r["rev"] for rows in plots.values() for r in rows)) + " (mean over seeds)")
+    fig.tight_layout()
+    return save_png(fig, out)
+
+
+def resolve_base(base: str | None, root: Path = Path(".")) -> str:
+    """The revision to diff against: ``base`` if given, else origin/main, main, or HEAD, the first that exists."""
+    for rev in [base] if base else ["origin/main", "main", "HEAD"]:
+        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True).returncode == 0:
+            return rev
+    raise ReportError(f"git revision {base!r} not found" if base else "no git revision to compare with (origin/main, main, HEAD)")
+
+
+def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
+    """Markdown in the style of a pull-request comment: metric and param changes against ``base``."""
+    rev = resolve_base(base, root)
+    dvc = [sys.executable, "-m", "dvc"]
+    head = _cmd(["git", "rev-parse", "--short", "HEAD"], root).strip()
+    base_sha = _cmd(["git", "rev-parse", "--short", rev], root).strip()
+    lines = [f"# Experiment report: workspace ({head}) vs {rev} ({base_sha})", ""]
+    for title, args in (("Metrics", ["metrics", "diff", rev, "--md"]), ("Params", ["params", "diff", rev, "--md"])):
+        table = _cmd(dvc + args, root).strip()
+        has_rows = len(table.splitlines()) > 2  # a markdown table with more than its header and rule
+        lines += [f"## {title} changed vs {rev}", "", table if has_rows else f"No {title.lower()} changed.", ""]
+    comparison_path = root / "metrics" / "comparison.json"
+    if comparison_path.exists():
+        lines += ["## Test metric, every task x schedule (mean ± std over seeds)", "", headline(json.loads(comparison_path.read_text())), ""]
+        lines += ["Full tables and paired verdicts: [metrics/comparison.md](metrics/comparison.md)", ""]
+    pngs = sorted((root / "plots").glob("*.png"))
+    if pngs:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in pngs] + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaptive_lr.report", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plots-diff", help="offline PNG of `dvc plots diff REV ...`")
+    p.add_argument("revs", nargs="*", help="git revisions or experiment names (none: workspace vs HEAD, as dvc)")
+    p.add_argument("--targets", nargs="*", help="plot ids from dvc.yaml (default: all)")
+    p.add_argument("-o", "--out", type=Path, default=Path("dvc_plots/diff.png"))
+    c = sub.add_parser("ci", help="markdown report of metric and param changes")
+    c.add_argument("--base", help="revision to compare with (default: origin/main, else main, else HEAD)")
+    c.add_argument("-o", "--out", type=Path, help="also write the markdown here")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "plots-diff":
+            path = plot_diff_png(plots_diff_data(args.revs, args.targets), args.out)
+            print(f"wrote {path}")
+        else:
+            md = ci_report(args.base)
+            if args.out:
+                from adaptive_lr.files import atomic_write
+
+                atomic_write(args.out, md)
+            print(md)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
