@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test clean-venv
+.PHONY: setup repro test report clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ repro: setup
 # The test suite, the end-to-end `dvc repro` of a tiny profile included.
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# CI's report, in the style of a pull-request comment: `dvc metrics diff` / `dvc params diff`
+# against main (BASE=...), the headline table and the comparison PNGs, into report.md.
+BASE ?=
+report: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m adaptive_lr.report ci $(if $(BASE),--base $(BASE)) -o report.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,30 @@ def _merge(base, over):
     return base
 
 
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
 def _run(args, cwd):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
+
+
+def _wait_for_queue(dvc, work, names, timeout_s=1200):
+    """Poll `dvc queue status` until the named experiments are done; return the status table."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = _run(dvc + ["queue", "status"], work)
+        rows = {}
+        for line in status.splitlines():
+            words = line.split()
+            for name in set(names) & set(words):
+                rows[name] = next((w for w in words if w in ("Queued", "Running", "Success", "Failed")), "?")
+        if len(rows) == len(names) and all(state in ("Success", "Failed") for state in rows.values()):
+            return rows, status
+        assert time.monotonic() < deadline, f"queue still busy after {timeout_s}s:\n{status}"
+        time.sleep(5)
 
 
 def _ran(output):
@@ -60,9 +80,9 @@ def test_dvc_repro_tiny_profile(tmp_path):
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
     dvc = [sys.executable, "-m", "dvc"]
-    _run(["git", "init", "-q"], work)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], work)
-    _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny lab"], work)
+    _run(["git", "init", "-q", "-b", "main"], work)
+    _run(GIT + ["add", "-A"], work)
+    _run(GIT + ["commit", "-qm", "tiny lab"], work)
     _run(dvc + ["init", "-q"], work)
 
     first = _run(dvc + ["repro"], work)
@@ -82,7 +102,12 @@ def test_dvc_repro_tiny_profile(tmp_path):
             for key in ("epochs_to_target", "seconds_to_target"):
                 assert set(v[key]) >= {"mean", "std", "reached"}
             assert v["test_metric"]["mean"] is not None
-        assert (work / "plots" / f"val_loss_{task}.png").stat().st_size > 10_000
+            for name in (f"val_loss_{task}", f"lr_{task}"):
+            assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
+        assert set(entry["adaptive_vs"]) == set(SCHEDULES) - {"adaptive"}
+        assert entry["schedules"]["adaptive"]["relative_to_fixed"]["seconds_per_epoch"] > 0
+    for name in ("time_to_target", "overhead"):
+        assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
     assert "| schedule" in (work / "metrics" / "comparison.md").read_text()
     assert (work / "metrics" / "vision" / "adaptive" / "0.json").exists()
     assert (work / "live" / "text" / "cosine" / "seed0" / "plots" / "metrics" / "val" / "loss.tsv").exists()
@@ -90,8 +115,52 @@ def test_dvc_repro_tiny_profile(tmp_path):
     # nothing changed: nothing runs
     assert _ran(_run(dvc + ["repro"], work)) == set()
 
-    # one schedule's knob changed: only its cells and compare run
-    params["schedules"]["step"]["gamma"] = 0.5
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    again = _run(dvc + ["repro"], work)
+    # the baseline, committed as a user would: dvc.lock, curves, metrics, plots
+    _run(GIT + ["add", "-A"], work)
+    _run(GIT + ["commit", "-qm", "baseline results"], work)
+    assert "plots/" not in _run(["git", "status", "--porcelain"], work)
+
+    # README recipe: a sweep queued, then run by two workers; each re-runs only what its override touches
+    names = ("factor-05", "factor-03")
+    for name, factor in zip(names, ("0.5", "0.3")):
+        _run(dvc + ["exp", "run", "--queue", "-n", name, "-S", f"schedules.adaptive.factor={factor}"], work)
+    _run(dvc + ["queue", "start", "-j", "2"], work)
+    states, status = _wait_for_queue(dvc, work, names)
+    assert set(states.values()) == {"Success"}, status
+    shown = json.loads(_run(dvc + ["exp", "show", "--json"], work))
+    exps = {e["name"]: e for baseline in shown for e in (baseline.get("experiments") or [])}
+    assert set(names) <= set(exps), exps.keys()
+    assert "adaptive_vs" in _run(dvc + ["exp", "show", "--md", "--drop", ".*", "--keep", "Experiment|factor|adaptive_vs.fixed.test_metric.diff$"], work)
+    log = _run(dvc + ["queue", "logs", names[0]], work)
+    assert _ran(log) == {f"{s}@{t}-adaptive" for s in ("train", "evaluate") for t in TASKS} | {"compare"}
+
+    # README recipe: `dvc plots diff` of the two experiments, and its offline PNG
+    from adaptive_lr.report import plot_diff_png, plots_diff_data
+
+    before = os.getcwd()
+    os.chdir(work)
+    try:
+        data = plots_diff_data(list(names))
+    finally:
+        os.chdir(before)
+    rows = data["val_loss_vision"]
+    assert {r["rev"] for r in rows} == set(names) and {r["schedule"] for r in rows} == set(SCHEDULES)
+    assert sorted({r["step"] for r in rows}) == [1, 2]  # x = epoch
+    assert plot_diff_png(data, work / "diff.png").stat().st_size > 20_000
+    _run(dvc + ["plots", "diff", *names, "-o", "dvc_plots"], work)
+    assert (work / "dvc_plots" / "index.html").exists()
+
+    # a single override in the workspace: only the changed schedule's cells and compare run
+    again = _run(dvc + ["exp", "run", "-S", "schedules.step.gamma=0.5"], work)
     assert _ran(again) == {f"{s}@{t}-step" for s in ("train", "evaluate") for t in TASKS} | {"compare"}
+
+    # the CI report: metric and param changes against main, the headline, the plots
+    report = _run([sys.executable, "-m", "adaptive_lr.report", "ci", "--base", "main", "-o", "report.md"], work)
+    assert "schedules.step.gamma" in report and "| metrics/" in report and "![overhead](plots/overhead.png)" in report
+    assert (work / "report.md").read_text().strip() == report.strip()
+
+    # keep an experiment: as a branch, or applied to the workspace
+    _run(dvc + ["exp", "branch", names[0], "keep-factor-05"], work)
+    assert "keep-factor-05" in _run(["git", "branch", "--list"], work)
+    _run(dvc + ["exp", "apply", names[1]], work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["schedules"]["adaptive"]["factor"] == 0.3

@@ -24,7 +24,7 @@ RUN_FIELDS = (
     "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util",
 )
 # overhead fields reported relative to BASELINE as a ratio of means
-RELATIVE_FIELDS = ("train_seconds", "seconds_per_epoch", "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util")
+RELATIVE_FIELDS = ("train_seconds", "seconds_per_epoch", "val_seconds", "sched_seconds", "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util")
 
 
 def time_to_target(val_loss: list, elapsed: list, target: float) -> tuple[int | None, float | None]:
@@ -283,15 +283,18 @@ def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
             seconds, _, _ = _nanstats(_stack([r["elapsed"] for r in runs]))
             x = np.arange(1, len(mean) + 1)
             (line,) = by_epoch.plot(x, mean, label=s, **_style(s))
-            by_epoch.fill_between(x, lo, hi, alpha=0.12, color=line.get_color())
+            by_epoch.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
             by_time.plot(seconds, mean, label=s, **_style(s))
-            by_time.fill_between(seconds, lo, hi, alpha=0.12, color=line.get_color())
+            by_time.fill_between(seconds, lo, hi, alpha=0.08, color=line.get_color())
         for ax, xlabel in ((by_epoch, "epoch"), (by_time, "wall seconds since the start of training (mean over seeds)")):
             ax.axhline(entry["target_val_loss"], color="grey", linestyle=":", linewidth=1, label="target")
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
         by_epoch.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        by_epoch.set_ylabel("validation loss")
+        by_epoch.set_yscale("log")  # early epochs' losses are several times the late ones
+        by_epoch.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        by_epoch.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+        by_epoch.set_ylabel("validation loss (log scale)")
         by_epoch.legend(fontsize=8, ncol=2)
         fig.suptitle(f"{task}: validation loss, mean over {len(params.tasks[task].seeds)} seeds (band = min..max)")
         fig.tight_layout()
@@ -361,13 +364,14 @@ def _plot_overhead(comparison: dict, root: Path) -> Path:
             rel = entry["schedules"][s].get("relative_to_fixed", {}).get("seconds_per_epoch")
             if rel is not None:
                 ax.text(left[i], i, f" {rel:.2f}x", va="center", fontsize=8)
+        ax.set_xlim(0, left.max() * 1.18)
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlabel("seconds per epoch (mean over seeds); label: x fixed")
         ax.set_title(f"{task}: where the time goes")
         ax.grid(alpha=0.3, axis="x")
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(parts), fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return save_png(fig, root / "plots" / "overhead.png")
 
 
