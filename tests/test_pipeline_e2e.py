@@ -102,7 +102,7 @@ def test_dvc_repro_tiny_profile(tmp_path):
             for key in ("epochs_to_target", "seconds_to_target"):
                 assert set(v[key]) >= {"mean", "std", "reached"}
             assert v["test_metric"]["mean"] is not None
-            for name in (f"val_loss_{task}", f"lr_{task}"):
+        for name in (f"val_loss_{task}", f"lr_{task}"):
             assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
         assert set(entry["adaptive_vs"]) == set(SCHEDULES) - {"adaptive"}
         assert entry["schedules"]["adaptive"]["relative_to_fixed"]["seconds_per_epoch"] > 0
