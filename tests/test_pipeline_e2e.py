@@ -130,7 +130,11 @@ def test_dvc_repro_tiny_profile(tmp_path):
     shown = json.loads(_run(dvc + ["exp", "show", "--json"], work))
     exps = {e["name"]: e for baseline in shown for e in (baseline.get("experiments") or [])}
     assert set(names) <= set(exps), exps.keys()
-    assert "adaptive_vs" in _run(dvc + ["exp", "show", "--md", "--drop", ".*", "--keep", "Experiment|factor|adaptive_vs.fixed.test_metric.diff$"], work)
+    # README recipe: `dvc exp show` trimmed (--keep is anchored at the start of a column name)
+    table = _run(dvc + ["exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|.*\.factor$|vision\.schedules\.[a-z]+\.test_metric\.mean$"], work)
+    header = table.splitlines()[0].split(",")
+    assert header[0] == "Experiment" and "schedules.adaptive.factor" in header
+    assert {h for h in header if h.endswith("test_metric.mean")} == {f"vision.schedules.{s}.test_metric.mean" for s in SCHEDULES}
     log = _run(dvc + ["queue", "logs", names[0]], work)
     assert _ran(log) == {f"{s}@{t}-adaptive" for s in ("train", "evaluate") for t in TASKS} | {"compare"}
 
