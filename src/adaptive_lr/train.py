@@ -7,6 +7,7 @@ validation-driven schedule see the validation split only.
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import random
 import time
@@ -125,6 +126,9 @@ def train_one(
     """
     from dvclive import Live
 
+    # the previous run in this process may leave reference cycles (a schedule's restore hook refers
+    # back to the schedule): free them now, or its model and optimizer count in this run's peak RSS
+    gc.collect()
     device = resolve_device(cfg.device)
     generator = seed_everything(seed)
     train_set, val_set = task.load(data_dir, "train"), task.load(data_dir, "val")
