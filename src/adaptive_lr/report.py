@@ -77,6 +77,7 @@ def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
     if not plots:
         raise ReportError("dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?")
     plt = pyplot()
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     ids = sorted(plots, key=lambda i: (i.rsplit("_", 1)[-1], i))  # val_loss_<task>, val_<metric>_<task>: by task
@@ -84,28 +85,34 @@ def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
     rows_n = -(-len(ids) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(7 * cols, 4 * rows_n), dpi=100, squeeze=False)
     styles = ["-", "--", ":", "-."]
+    revs = list(dict.fromkeys(r["rev"] for rows in plots.values() for r in rows))
+    schedules = list(dict.fromkeys(r["schedule"] for rows in plots.values() for r in rows))
+
+    def color(schedule: str) -> str:
+        return "black" if schedule == OURS else f"C{schedules.index(schedule) % 10}"
+
     for ax, plot_id in zip(axes.flat, ids):
         rows = plots[plot_id]
-        revs = list(dict.fromkeys(r["rev"] for r in rows))
-        schedules = list(dict.fromkeys(r["schedule"] for r in rows))
         series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in rows:
             series[(r["rev"], r["schedule"])][r["step"]].append(r["value"])
         for (rev, schedule), by_step in series.items():
             steps = sorted(by_step)
-            color = "black" if schedule == OURS else f"C{schedules.index(schedule) % 10}"
-            ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color, linestyle=styles[revs.index(rev) % len(styles)],
-                    linewidth=2 if schedule == OURS else 1.3, label=f"{schedule} @ {rev}")
+            ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color(schedule), linestyle=styles[revs.index(rev) % len(styles)],
+                    linewidth=2 if schedule == OURS else 1.3)
         ax.set_title(plot_id)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(rows[0]["field"])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[len(ids):]:
         ax.set_visible(False)
-    fig.suptitle("dvc plots diff " + " vs ".join(dict.fromkeys(r["rev"] for rows in plots.values() for r in rows)) + " (mean over seeds)")
-    fig.tight_layout()
+    # one legend for the figure: colour = schedule, line style = revision
+    handles = [Line2D([], [], color=color(s), linewidth=2 if s == OURS else 1.3, label=s) for s in schedules]
+    handles += [Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=rev) for i, rev in enumerate(revs)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8)
+    fig.suptitle("dvc plots diff " + " vs ".join(revs) + " (mean over seeds)")
+    fig.tight_layout(rect=(0, 0.06 * (2 / (rows_n + 1)), 1, 1))
     return save_png(fig, out)
 
 
