@@ -126,15 +126,23 @@ def resolve_base(base: str | None, root: Path = Path(".")) -> str:
 
 def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
     """Markdown in the style of a pull-request comment: metric and param changes against ``base``."""
-    rev = resolve_base(base, root)
-    dvc = [sys.executable, "-m", "dvc"]
-    head = _cmd(["git", "rev-parse", "--short", "HEAD"], root).strip()
-    base_sha = _cmd(["git", "rev-parse", "--short", rev], root).strip()
-    lines = [f"# Experiment report: workspace ({head}) vs {rev} ({base_sha})", ""]
-    for title, args in (("Metrics", ["metrics", "diff", rev, "--md"]), ("Params", ["params", "diff", rev, "--md"])):
-        table = _cmd(dvc + args, root).strip()
-        has_rows = len(table.splitlines()) > 2  # a markdown table with more than its header and rule
-        lines += [f"## {title} changed vs {rev}", "", table if has_rows else f"No {title.lower()} changed.", ""]
+    try:
+        rev = resolve_base(base, root)
+    except ReportError:
+        if base:  # a revision the user named must exist
+            raise
+        rev = None  # a copy without git history (or without commits): report what is here
+    if rev is None:
+        lines = ["# Experiment report", "", "No git revision to compare with: metric and param diffs skipped.", ""]
+    else:
+        dvc = [sys.executable, "-m", "dvc"]
+        head = _cmd(["git", "rev-parse", "--short", "HEAD"], root).strip()
+        base_sha = _cmd(["git", "rev-parse", "--short", rev], root).strip()
+        lines = [f"# Experiment report: workspace ({head}) vs {rev} ({base_sha})", ""]
+        for title, args in (("Metrics", ["metrics", "diff", rev, "--md"]), ("Params", ["params", "diff", rev, "--md"])):
+            table = _cmd(dvc + args, root).strip()
+            has_rows = len(table.splitlines()) > 2  # a markdown table with more than its header and rule
+            lines += [f"## {title} changed vs {rev}", "", table if has_rows else f"No {title.lower()} changed.", ""]
     comparison_path = root / "metrics" / "comparison.json"
     if comparison_path.exists():
         lines += ["## Test metric, every task x schedule (mean ± std over seeds)", "", headline(json.loads(comparison_path.read_text())), ""]
