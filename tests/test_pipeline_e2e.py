@@ -141,12 +141,7 @@ def test_dvc_repro_tiny_profile(tmp_path):
     # README recipe: `dvc plots diff` of the two experiments, and its offline PNG
     from adaptive_lr.report import plot_diff_png, plots_diff_data
 
-    before = os.getcwd()
-    os.chdir(work)
-    try:
-        data = plots_diff_data(list(names))
-    finally:
-        os.chdir(before)
+    data = plots_diff_data(list(names), root=work)
     rows = data["val_loss_vision"]
     assert {r["rev"] for r in rows} == set(names) and {r["schedule"] for r in rows} == set(SCHEDULES)
     assert sorted({r["step"] for r in rows}) == [1, 2]  # x = epoch

@@ -102,16 +102,27 @@ def _aggregate(runs: list[dict]) -> dict[str, Any]:
     return out
 
 
-def collect(params: Params, root: Path = Path(".")) -> dict[str, Any]:
-    """The comparison: one entry per task, one per schedule inside, aggregated over seeds."""
+def load_results(params: Params, root: Path = Path(".")) -> dict[str, dict[str, list[dict]]]:
+    """Every run's ``result.json`` (the training loop's per-epoch record): task -> schedule -> one per seed."""
+    return {
+        task: {s: [_read(root / "live" / task / s / f"seed{seed}" / "result.json") for seed in cfg.seeds] for s in _schedules(params)}
+        for task, cfg in params.tasks.items()
+    }
+
+
+def collect(params: Params, root: Path = Path("."), results: dict | None = None) -> dict[str, Any]:
+    """The comparison: one entry per task, one per schedule inside, aggregated over seeds.
+
+    ``results`` is :func:`load_results`' output when the caller has it already.
+    """
+    results = results if results is not None else load_results(params, root)
     out: dict[str, Any] = {}
     for task, cfg in params.tasks.items():
         entry: dict[str, Any] = {"target_val_loss": cfg.target_val_loss, "schedules": {}}
         for schedule in _schedules(params):
             runs = []
-            for seed in cfg.seeds:
+            for seed, r in zip(cfg.seeds, results[task][schedule]):
                 m = _read(root / "metrics" / task / schedule / f"{seed}.json")
-                r = _read(root / "live" / task / schedule / f"seed{seed}" / "result.json")
                 epochs, seconds = time_to_target(r["val_loss"], r["elapsed"], cfg.target_val_loss)
                 runs.append({**m, "epochs_to_target": epochs, "seconds_to_target": seconds})
             entry["metric"] = runs[0]["metric"]
@@ -266,19 +277,19 @@ def _style(schedule: str) -> dict:
     return {"linewidth": 2.4, "color": "black"} if schedule == OURS else {"linewidth": 1.4}
 
 
-def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
-    """PNGs in plots/: per task validation loss (vs epoch and vs seconds) and LR; time to target; overhead."""
+def plot(comparison: dict, results: dict, root: Path) -> list[Path]:
+    """PNGs in plots/: per task validation loss (vs epoch and vs seconds) and LR; time to target; overhead.
+
+    ``results`` is :func:`load_results`' output (the per-epoch curves).
+    """
     plt = pyplot()
     import matplotlib.ticker
 
     paths = []
     for task, entry in comparison.items():
-        results = {
-            s: [_read(root / "live" / task / s / f"seed{seed}" / "result.json") for seed in params.tasks[task].seeds]
-            for s in entry["schedules"]
-        }
+        n_seeds = len(next(iter(results[task].values())))
         fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110, sharey=True)
-        for s, runs in results.items():
+        for s, runs in results[task].items():
             mean, lo, hi = _nanstats(_stack([r["val_loss"] for r in runs]))
             seconds, _, _ = _nanstats(_stack([r["elapsed"] for r in runs]))
             x = np.arange(1, len(mean) + 1)
@@ -296,12 +307,12 @@ def plot(comparison: dict, root: Path, params: Params) -> list[Path]:
         by_epoch.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
         by_epoch.set_ylabel("validation loss (log scale)")
         by_epoch.legend(fontsize=8, ncol=2)
-        fig.suptitle(f"{task}: validation loss, mean over {len(params.tasks[task].seeds)} seeds (band = min..max)")
+        fig.suptitle(f"{task}: validation loss, mean over {n_seeds} seeds (band = min..max)")
         fig.tight_layout()
         paths.append(save_png(fig, root / "plots" / f"val_loss_{task}.png"))
 
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for s, runs in results.items():
+        for s, runs in results[task].items():
             style = {**_style(s), "alpha": 0.8}
             for i, r in enumerate(runs):
                 lr = [np.nan if v is None else v for v in r["lr"]]
@@ -377,8 +388,9 @@ def _plot_overhead(comparison: dict, root: Path) -> Path:
 
 def compare(params: Params, root: Path = Path(".")) -> dict:
     """Write metrics/comparison.json, metrics/comparison.md and the PNGs in plots/."""
-    comparison = collect(params, root)
-    plot(comparison, root, params)
+    results = load_results(params, root)  # read once, for the statistics and for the curves
+    comparison = collect(params, root, results)
+    plot(comparison, results, root)
     md = to_markdown(comparison)
     atomic_write(root / "metrics" / "comparison.md", md)
     write_json(comparison, root / "metrics" / "comparison.json")

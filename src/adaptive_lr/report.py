@@ -26,6 +26,7 @@ import numpy as np
 
 from adaptive_lr.compare import OURS, headline, pyplot, save_png
 
+DVC = [sys.executable, "-m", "dvc"]  # the dvc of this environment
 META_FIELDS = {"step", "rev", "filename", "field"}
 RUN_PATH = re.compile(r"(?:^|/)(?P<schedule>[^/]+)/seed(?P<seed>\d+)/")
 
@@ -46,7 +47,7 @@ def _cmd(args: list[str], cwd: Path) -> str:
 
 def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Path = Path(".")) -> dict[str, list[dict]]:
     """The rows DVC draws for ``dvc plots diff``: plot id -> rows with step, value, rev, schedule, seed."""
-    cmd = [sys.executable, "-m", "dvc", "plots", "diff", *revs, "--json"]
+    cmd = DVC + ["plots", "diff", *revs, "--json"]
     if targets:
         cmd += ["--targets", *targets]
     out = json.loads(_cmd(cmd, root))
@@ -135,12 +136,11 @@ def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
     if rev is None:
         lines = ["# Experiment report", "", "No git revision to compare with: metric and param diffs skipped.", ""]
     else:
-        dvc = [sys.executable, "-m", "dvc"]
         head = _cmd(["git", "rev-parse", "--short", "HEAD"], root).strip()
         base_sha = _cmd(["git", "rev-parse", "--short", rev], root).strip()
         lines = [f"# Experiment report: workspace ({head}) vs {rev} ({base_sha})", ""]
         for title, args in (("Metrics", ["metrics", "diff", rev, "--md"]), ("Params", ["params", "diff", rev, "--md"])):
-            table = _cmd(dvc + args, root).strip()
+            table = _cmd(DVC + args, root).strip()
             has_rows = len(table.splitlines()) > 2  # a markdown table with more than its header and rule
             lines += [f"## {title} changed vs {rev}", "", table if has_rows else f"No {title.lower()} changed.", ""]
     comparison_path = root / "metrics" / "comparison.json"
