@@ -74,6 +74,7 @@ def _write_runs(root, curves, accuracy):
                 "best_val_loss": min(curve), "best_epoch": 3, "epochs_run": 3, "diverged_epoch": None,
                 "train_seconds": 30.0 * slow, "seconds_per_epoch": 10.0 * slow, "optim_seconds": 24.0 * slow,
                 "val_seconds": 3.0 * slow, "sched_seconds": 0.3 * slow, "cpu_util": 1.5, "peak_rss_mb": 400.0,
+                "probe_seconds": 1.2 * slow if schedule.startswith("adaptive") else 0.0, "probes": 6,
                 "gpu_peak_mb": None, "gpu_util": None,
             }))
 
@@ -81,10 +82,14 @@ def _write_runs(root, curves, accuracy):
 @pytest.fixture
 def synthetic(tmp_path):
     cfg = TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)
-    params = Params(profile="default", tasks={"vision": cfg}, schedules={"fixed": None, "adaptive": None})
+    params = Params(
+        profile="default", tasks={"vision": cfg}, schedules={"fixed": None, "adaptive": None, "adaptive_noraise": None},
+        ablations=("adaptive_noraise",),
+    )
     curves = {
         "fixed": ([0.9, 0.7, 0.6], [0.8, 0.7, 0.55], [0.8, 0.6, 0.6]),
         "adaptive": ([0.8, 0.5, 0.4], [0.7, 0.45, 0.3], [0.9, 0.6, 0.45]),
+        "adaptive_noraise": ([0.9, 0.7, 0.6], [0.8, 0.7, 0.55], [0.8, 0.6, 0.6]),
     }
     _write_runs(tmp_path, curves, lambda s, seed: 0.8 + 0.05 * seed + (0.05 if s == "adaptive" else 0))
     return params, tmp_path
@@ -104,8 +109,18 @@ def test_collect_on_synthetic_runs(synthetic):
     assert ours["val_share"] == pytest.approx(0.1) and ours["sched_share"] == pytest.approx(0.01)
     verdict = out["adaptive_vs"]["fixed"]["test_metric"]
     assert verdict["diff"] == pytest.approx(0.05) and verdict["verdict"] == "better" and verdict["p_value"] is None
+    assert ours["probe_cost"] == pytest.approx(0.05) and fixed["probe_cost"] == 0.0
+    # ablations are reported apart from the schedules, and paired with ours like them
+    assert set(out["schedules"]) == {"fixed", "adaptive"} and set(out["ablations"]) == {"adaptive_noraise"}
+    assert out["adaptive_vs"]["adaptive_noraise"]["test_metric"]["verdict"] == "better"
+    # ours is first of two; the epochs ratio needs another schedule that reached the target with every seed
+    assert out["aims"] == {
+        "rank": 1, "of": 2, "first": True, "best_other": "fixed",
+        "fastest_other_to_target": None, "epochs_ratio": None, "epochs_aim_met": False,
+    }
     md = to_markdown({"vision": out})
     assert "**adaptive**" in md and "(0/3)" in md and "adaptive vs fixed" in md and "2.00x" in md
+    assert "Ablations on vision" in md and "adaptive_noraise" in md and "Aims on vision: adaptive is 1 of 2" in md
 
 
 def test_compare_writes_json_markdown_and_every_plot(synthetic):
@@ -113,6 +128,6 @@ def test_compare_writes_json_markdown_and_every_plot(synthetic):
     compare(params, root)
     assert json.loads((root / "metrics" / "comparison.json").read_text())["vision"]["adaptive_vs"]["fixed"]
     assert "## Headline" in (root / "metrics" / "comparison.md").read_text()
-    for name in ("val_loss_vision", "lr_vision", "time_to_target", "overhead"):
+    for name in ("val_loss_vision", "lr_vision", "time_to_target", "overhead", "ablations"):
         assert (root / "plots" / f"{name}.png").stat().st_size > 10_000, name
     assert not list(root.rglob("*.tmp"))

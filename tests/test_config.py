@@ -24,8 +24,16 @@ def test_repository_params_load_and_resolve_overrides():
     assert p.tasks["text"].lr != p.tasks["vision"].lr  # the text task overrides the plan's 1e-3
     assert p.tasks["vision"].batch_size == 32 and p.tasks["vision"].validation_split == 0.2
     assert len(p.tasks["vision"].seeds) >= 3
-    assert set(p.schedules) == {"fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive"}
+    assert set(p.schedules) - set(p.ablations) == {"fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive"}
+    assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_norollback", "adaptive_epoch"}
     assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (0.1, 0.01, 1e-6)
+
+
+def test_ablations_take_adaptive_knobs_and_change_one_part(tmp_path):
+    p = load_params(write(tmp_path, lambda r: r["schedules"]["adaptive"].update(factor=0.5)))
+    a, off = p.schedules["adaptive"], p.schedules["adaptive_noraise"]
+    assert off.factor == 0.5 and off.raise_lr is False and a.raise_lr is True
+    assert p.schedules["adaptive_epoch"].probes == 0 and p.schedules["adaptive_epoch"].probe_size == 1.0
 
 
 def test_full_profile_switches_to_real_sources(tmp_path):
@@ -52,6 +60,11 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["schedules"]["plateau"].update(threshold=-0.1), "schedules.plateau.threshold"),
         (lambda r: r["schedules"]["adaptive"].update(fator=0.1), "schedules.adaptive.fator: unknown key"),
         (lambda r: r.update(profile="huge"), "profile"),
+        (lambda r: r["ablations"].update(adaptive_x={"raise": False}), "ablations.adaptive_x.raise: unknown key"),
+        (lambda r: r["ablations"].update(fixed={"probes": 0}), "ablations.fixed: a schedule has that name"),
+        (lambda r: r["ablations"].update(adaptive_x={}), "ablations.adaptive_x: expected a mapping"),
+        (lambda r: r["ablations"].update(adaptive_x={"probe_size": 0.0}), r"ablations.adaptive_x.probe_size = 0.0: must lie in \(0, 1\]"),
+        (lambda r: r["schedules"]["adaptive"].update(probes=-1), "schedules.adaptive.probes"),
     ],
 )
 def test_bad_params_are_named(tmp_path, mutate, needle):

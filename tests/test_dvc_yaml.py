@@ -14,7 +14,11 @@ def test_top_level_plots_list_every_task_schedule_and_seed():
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
     matrix = spec["stages"]["train"]["matrix"]
     params = load_params(REPO / "params.yaml")
-    assert set(matrix["task"]) == set(params.tasks) and set(matrix["schedule"]) == set(params.schedules)
+    schedules = set(params.schedules) - set(params.ablations)
+    assert set(matrix["task"]) == set(params.tasks) and set(matrix["schedule"]) == schedules
+    for stage in ("train_ablation", "evaluate_ablation"):
+        ablate = spec["stages"][stage]["matrix"]
+        assert set(ablate["task"]) == set(params.tasks) and set(ablate["ablation"]) == set(params.ablations), stage
     plots = {k: v for item in spec["plots"] for k, v in item.items()}
     expected = set()
     for task in matrix["task"]:

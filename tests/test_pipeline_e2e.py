@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("vision", "text", "speech")
 SCHEDULES = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive")
+ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_norollback", "adaptive_epoch")
 
 # The smallest settings that still train every task for real.
 TINY = {
@@ -86,7 +87,10 @@ def test_dvc_repro_tiny_profile(tmp_path):
     _run(dvc + ["init", "-q"], work)
 
     first = _run(dvc + ["repro"], work)
-    expected = {f"prepare@{t}" for t in TASKS} | {f"{s}@{t}-{k}" for s in ("train", "evaluate") for t in TASKS for k in SCHEDULES} | {"compare"}
+    expected = (
+        {f"prepare@{t}" for t in TASKS} | {f"{s}@{t}-{k}" for s in ("train", "evaluate") for t in TASKS for k in SCHEDULES}
+        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS} | {"compare"}
+    )
     assert _ran(first) == expected
 
     comparison = json.loads((work / "metrics" / "comparison.json").read_text())
@@ -104,7 +108,9 @@ def test_dvc_repro_tiny_profile(tmp_path):
             assert v["test_metric"]["mean"] is not None
         for name in (f"val_loss_{task}", f"lr_{task}"):
             assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
-        assert set(entry["adaptive_vs"]) == set(SCHEDULES) - {"adaptive"}
+        assert set(entry["ablations"]) == set(ABLATIONS)
+        assert set(entry["adaptive_vs"]) == (set(SCHEDULES) - {"adaptive"}) | set(ABLATIONS)
+        assert entry["aims"]["rank"] in range(1, len(SCHEDULES) + 1)
         assert entry["schedules"]["adaptive"]["relative_to_fixed"]["seconds_per_epoch"] > 0
     for name in ("time_to_target", "overhead"):
         assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
@@ -136,7 +142,21 @@ def test_dvc_repro_tiny_profile(tmp_path):
     assert header[0] == "Experiment" and "schedules.adaptive.factor" in header
     assert {h for h in header if h.endswith("test_metric.mean")} == {f"vision.schedules.{s}.test_metric.mean" for s in SCHEDULES}
     log = _run(dvc + ["queue", "logs", names[0]], work)
-    assert _ran(log) == {f"{s}@{t}-adaptive" for s in ("train", "evaluate") for t in TASKS} | {"compare"}
+    # adaptive's knobs are the ablations' knobs too: their cells re-run, no other schedule's
+    assert _ran(log) == (
+        {f"{s}@{t}-adaptive" for s in ("train", "evaluate") for t in TASKS}
+        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS} | {"compare"}
+    )
+
+    # README recipe: the sweep's table (workspace + each experiment, from their committed comparison.json)
+    _run([sys.executable, "-m", "adaptive_lr.report", "sweep", *names, "-o", "sweep.json"], work)
+    swept = json.loads((work / "sweep.json").read_text())
+    assert list(swept["runs"]) == ["default", *names] and swept["runs"]["factor-05"]["lr"]["vision"] == 1e-3
+    for task in TASKS:
+        for s, v in swept["tasks"][task]["schedules"].items():
+            assert set(v["by_run"]) == {"default", *names} and v["worst_gap"] >= 0, (task, s)
+        # only adaptive's factor changed: every other schedule has the same result in all three
+        assert swept["tasks"][task]["schedules"]["fixed"]["worst_gap"] == 0
 
     # README recipe: `dvc plots diff` of the two experiments, and its offline PNG
     from adaptive_lr.report import plot_diff_png, plots_diff_data

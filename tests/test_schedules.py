@@ -11,7 +11,7 @@ from adaptive_lr import schedules
 def build(name, epochs=4, steps=5, **knobs):
     model = torch.nn.Linear(3, 1)
     ctx = schedules.Context(lr=1e-2, weight_decay=0.0, epochs=epochs, steps_per_epoch=steps)
-    return model, schedules.build(name, schedules.knobs_of(name, knobs), model.parameters(), ctx)
+    return model, schedules.build(schedules.knobs_of(name, knobs), model.parameters(), ctx)
 
 
 def run(model, s, val_losses, steps=5):
@@ -25,7 +25,7 @@ def run(model, s, val_losses, steps=5):
             s.optimizer.step()
             s.after_batch()
         s.eval_mode()
-        s.after_validation(v, 0.0)
+        s.after_validation(v)
         lrs.append(s.lr)
     return lrs
 

@@ -8,7 +8,7 @@ import torch
 
 from adaptive_lr import schedules
 from adaptive_lr.tasks import get_task
-from adaptive_lr.train import train_one
+from adaptive_lr.train import evaluate, probes_per_epoch, train_one
 
 
 @pytest.fixture
@@ -45,23 +45,76 @@ def test_loop_measures_where_the_time_goes(prepared, tiny_vision_cfg):
     u = r.usage
     assert r.optim_seconds > 0 and r.val_seconds > 0 and r.sched_seconds > 0
     # the parts are disjoint slices of the run's wall time
-    assert r.optim_seconds + r.val_seconds + r.sched_seconds <= u["wall_seconds"]
+    assert r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds <= u["wall_seconds"]
     assert r.sched_seconds < r.optim_seconds
     assert 0 < u["cpu_seconds"] and 0 < u["cpu_util"] <= torch.get_num_threads() + 0.5
     assert u["peak_rss_mb"] > 50 and u["gpu_peak_mb"] is None and u["gpu_util"] is None
 
 
+def test_probes_run_inside_epochs_within_their_budget(prepared, tiny_vision_cfg):
+    task, root = prepared
+    # tiny vision: 6 training steps per epoch (96 samples / 16), 2 validation batches, a probe of 1
+    free = _run(task, tiny_vision_cfg, "adaptive", root, "p1", probes=3, probe_size=0.5, probe_budget=1.0)
+    assert free.probes == 3 * (free.epochs_run - 1) and free.probe_seconds > 0  # none in the first epoch
+    # positions of the LR changes are in epochs; decisions after probes fall inside an epoch
+    assert free.lr_trace[0] == [0.0, tiny_vision_cfg.lr] and all(0 <= p <= free.epochs_run for p, _ in free.lr_trace)
+    # the budget, in forward passes: 1 probe batch per probe against 3 x 6 for the epoch's training
+    tight = _run(task, tiny_vision_cfg, "adaptive", root, "p2", probes=3, probe_size=0.5, probe_budget=0.1)
+    assert tight.probes == 1 * (tight.epochs_run - 1)  # floor(0.1 * 18 / 1) = 1
+    none = _run(task, tiny_vision_cfg, "adaptive", root, "p3", probes=0)
+    assert none.probes == 0 and none.probe_seconds == 0.0
+    metrics = root / "p1" / "live" / "plots" / "metrics" / "time" / "probe_s.tsv"
+    assert len(metrics.read_text().splitlines()) == 1 + free.epochs_run
+
+
+@pytest.mark.parametrize(
+    "probes, size, budget, steps, n_val, expected",
+    [(3, 0.125, 0.05, 36, 9, 2), (3, 0.25, 0.05, 36, 9, 1), (3, 0.125, 0.05, 10, 3, 1), (3, 0.125, 0.05, 60, 15, 3),
+     (0, 1.0, 1.0, 36, 9, 0), (3, 1.0, 0.0, 36, 9, 0), (5, 0.1, 1.0, 4, 10, 3)],
+)
+def test_probes_per_epoch_follow_the_budget(probes, size, budget, steps, n_val, expected):
+    s = schedules.Schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), probes=probes, probe_size=size, probe_budget=budget)
+    assert probes_per_epoch(s, steps, s.probe_batches(n_val)) == expected
+
+
+def test_probe_is_the_first_samples_of_every_full_validation_pass(prepared, tiny_vision_cfg):
+    import itertools
+
+    task, root = prepared
+    torch.manual_seed(0)
+    model = task.build_model()
+    batches = task.batches(task.load(root / "data", "val"), tiny_vision_cfg.batch_size, False, torch.Generator().manual_seed(0))
+    probe = evaluate(task, model, list(itertools.islice(iter(batches), 1)), torch.device("cpu"), False)
+    full = evaluate(task, model, batches, torch.device("cpu"), False)
+    assert len(probe.losses) == full.batch_sizes[0] and probe.losses == full.losses[: len(probe.losses)]
+    assert full.loss == pytest.approx(sum(full.losses) / len(full.losses)) and full.samples == sum(full.batch_sizes)
+
+
 def test_same_seed_same_curves(prepared, tiny_vision_cfg):
     task, root = prepared
-    a = _run(task, tiny_vision_cfg, "cosine", root, "a")
-    b = _run(task, tiny_vision_cfg, "cosine", root, "b")
-    assert a.val_loss == b.val_loss and a.lr == b.lr
+    a = _run(task, tiny_vision_cfg, "adaptive", root, "a", probe_budget=1.0)
+    b = _run(task, tiny_vision_cfg, "adaptive", root, "b", probe_budget=1.0)
+    assert a.val_loss == b.val_loss and a.lr_trace == b.lr_trace
 
 
 def test_divergence_is_recorded_not_raised(prepared, tiny_vision_cfg):
     task, root = prepared
     r = _run(task, replace(tiny_vision_cfg, lr=1e30, amp=False), "fixed", root, "d")
     assert r.diverged_epoch == 1
+
+
+def test_adaptive_rolls_back_a_divergence_and_goes_on(prepared, tiny_vision_cfg):
+    task, root = prepared
+    cfg = replace(tiny_vision_cfg, epochs=4, amp=False)
+    # 1e30 makes the first epoch's weights explode: there is no good state yet, so the run is recorded as diverged
+    assert _run(task, replace(cfg, lr=1e30), "adaptive", root, "r0", probes=0).diverged_epoch == 1
+    # a modest LR that the scheduler raises into divergence (x1000 after each significant gain)
+    r = _run(task, cfg, "adaptive", root, "r1", probes=0, increase=1000.0, max_lr_ratio=1e9, patience_up=1, z=0.0, threshold=0.0)
+    lrs = [lr for _, lr in r.lr_trace]
+    peak = lrs.index(max(lrs))
+    assert r.diverged_epoch is None and r.epochs_run == 4 and max(lrs) >= 0.99
+    # the loss explodes at the raised LR; each explosion restores the best state and cuts the LR tenfold
+    assert max(r.val_loss) > 4 * min(r.val_loss) and lrs[peak + 1:] == pytest.approx([max(lrs) / 10, max(lrs) / 100])
 
 
 def test_early_stopping_uses_patience(prepared, tiny_vision_cfg):

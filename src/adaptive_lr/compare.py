@@ -20,9 +20,10 @@ CONFIDENCE = 0.95
 # per-run fields aggregated over seeds (evaluate's metrics/<task>/<schedule>/<seed>.json, plus time to target)
 RUN_FIELDS = (
     "test_metric", "test_loss", "best_val_loss", "best_epoch", "epochs_run",
-    "train_seconds", "seconds_per_epoch", "optim_seconds", "val_seconds", "sched_seconds",
+    "train_seconds", "seconds_per_epoch", "optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "probes",
     "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util",
 )
+EPOCHS_AIM = 0.8  # issue 3's aim: reach the target in at most 0.8x the epochs of the best other schedule
 # overhead fields reported relative to BASELINE as a ratio of means
 RELATIVE_FIELDS = ("train_seconds", "seconds_per_epoch", "val_seconds", "sched_seconds", "cpu_util", "peak_rss_mb", "gpu_peak_mb", "gpu_util")
 
@@ -94,6 +95,9 @@ def _aggregate(runs: list[dict]) -> dict[str, Any]:
     total = out["train_seconds"]["mean"]
     out["val_share"] = _ratio(out["val_seconds"]["mean"], total)
     out["sched_share"] = _ratio(out["sched_seconds"]["mean"], total)
+    # the cost of in-epoch probes and of the scheduler's own logic, per second of optimisation
+    out["probe_cost"] = _ratio(out["probe_seconds"]["mean"], out["optim_seconds"]["mean"])
+    out["sched_cost"] = _ratio(out["sched_seconds"]["mean"], out["optim_seconds"]["mean"])
     out["diverged"] = sum(r["diverged_epoch"] is not None for r in runs)
     out["per_seed"] = {
         str(r["seed"]): {k: r.get(k) for k in ("test_metric", "test_loss", "best_val_loss", "best_epoch", "epochs_to_target", "seconds_to_target", "train_seconds", "diverged_epoch")}
@@ -128,18 +132,41 @@ def collect(params: Params, root: Path = Path("."), results: dict | None = None)
             entry["metric"] = runs[0]["metric"]
             entry["higher_is_better"] = runs[0]["metric"] != "wer"
             entry["schedules"][schedule] = _aggregate(runs)
+        entry["ablations"] = {a: entry["schedules"].pop(a) for a in params.ablations}
         scheds = entry["schedules"]
         if BASELINE in scheds:
-            for v in scheds.values():
+            for v in [*scheds.values(), *entry["ablations"].values()]:
                 v["relative_to_fixed"] = {k: _ratio(v[k]["mean"], scheds[BASELINE][k]["mean"]) for k in RELATIVE_FIELDS}
         if OURS in scheds:
             ours = {s: v["test_metric"] for s, v in scheds[OURS]["per_seed"].items()}
             entry[f"{OURS}_vs"] = {
-                other: {"test_metric": paired(ours, {s: v["test_metric"] for s, v in scheds[other]["per_seed"].items()}, entry["higher_is_better"])}
-                for other in scheds if other != OURS
+                other: {"test_metric": paired(ours, {s: v["test_metric"] for s, v in runs["per_seed"].items()}, entry["higher_is_better"])}
+                for other, runs in [*scheds.items(), *entry["ablations"].items()] if other != OURS
             }
+            entry["aims"] = aims(entry)
         out[task] = entry
     return out
+
+
+def aims(entry: dict) -> dict[str, Any]:
+    """Where ours stands against issue 3's two aims on one task.
+
+    ``rank``: place of ours by mean test metric among the schedules (1 = first). ``epochs_ratio``:
+    ours' mean epochs to target / the fewest of any other schedule that reached it with every
+    seed (None when ours did not reach it with every seed, or no other did).
+    """
+    scheds = entry["schedules"]
+    means = {s: v["test_metric"]["mean"] for s, v in scheds.items() if v["test_metric"]["mean"] is not None}
+    order = sorted(means, key=means.get, reverse=entry["higher_is_better"])
+    full = {s: v["epochs_to_target"]["mean"] for s, v in scheds.items() if v["epochs_to_target"]["reached"] == v["seeds"]}
+    others = {s: e for s, e in full.items() if s != OURS}
+    fastest = min(others, key=others.get) if others else None
+    ratio = _ratio(full.get(OURS), others[fastest]) if fastest else None
+    return {
+        "rank": order.index(OURS) + 1 if OURS in order else None, "of": len(order), "first": bool(order) and order[0] == OURS,
+        "best_other": next((s for s in order if s != OURS), None),
+        "fastest_other_to_target": fastest, "epochs_ratio": ratio, "epochs_aim_met": ratio is not None and ratio <= EPOCHS_AIM,
+    }
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -213,16 +240,16 @@ def to_markdown(comparison: dict) -> str:
             rel = v.get("relative_to_fixed", {})
             row = [
                 s, _fmt(v["train_seconds"], 1), _num(rel.get("train_seconds"), "{:.2f}x"), _fmt(v["seconds_per_epoch"], 2),
-                _num(v["val_share"], "{:.1%}"), _num(v["sched_share"], "{:.2%}"),
+                _num(v["val_share"], "{:.1%}"), _num(v["probe_cost"], "{:.1%}"), _num(v["sched_share"], "{:.2%}"),
                 _num(v["cpu_util"]["mean"]), _num(v["peak_rss_mb"]["mean"], "{:.0f}"), _num(rel.get("peak_rss_mb"), "{:.2f}x"),
             ]
             if gpu:
                 row += [_num(v["gpu_peak_mb"]["mean"], "{:.0f}"), _num(v["gpu_util"]["mean"], "{:.0f}%")]
             rows.append(row)
-        headers = ["schedule", "train s", "x fixed", "s / epoch", "validation", "scheduler", "CPU (cores)", "peak RSS MiB", "x fixed"]
+        headers = ["schedule", "train s", "x fixed", "s / epoch", "validation", "probes / optim", "scheduler", "CPU (cores)", "peak RSS MiB", "x fixed"]
         if gpu:
             headers += ["GPU peak MiB", "GPU util"]
-        lines += ["", f"Overhead on {task} (validation and scheduler: share of training time):", ""]
+        lines += ["", f"Overhead on {task} (validation and scheduler: share of training time; probes: in-epoch probe seconds per optimisation second):", ""]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
 
         if f"{OURS}_vs" in entry:
@@ -233,8 +260,24 @@ def to_markdown(comparison: dict) -> str:
             ]
             lines += ["", f"Paired over seeds, test {metric} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):", ""]
             lines.append(tabulate(rows, headers=["pair", "seeds", "diff", "95% CI", "p", "verdict"], tablefmt="github", disable_numparse=True))
+        if entry.get("ablations"):
+            vs = entry.get(f"{OURS}_vs", {})
+            rows = [
+                [a, _fmt(v["test_metric"]), f"{_fmt(v['epochs_to_target'], 1)} ({v['epochs_to_target']['reached']}/{v['seeds']})",
+                 _fmt(v["best_val_loss"]), v["diverged"],
+                 _num(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"), vs.get(a, {}).get("test_metric", {}).get("verdict", "-")]
+                for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
+            ]
+            lines += ["", f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):", ""]
+            lines.append(tabulate(rows, headers=["variant", f"test {metric}", "epochs to target (reached)", "best val loss", "diverged", "diff", "verdict"], tablefmt="github", disable_numparse=True))
+        if "aims" in entry:
+            a = entry["aims"]
+            ratio = "not measurable (not every seed reached the target)" if a["epochs_ratio"] is None else f"{a['epochs_ratio']:.2f}x the epochs of {a['fastest_other_to_target']}"
+            lines += ["", f"Aims on {task}: {OURS} is {a['rank']} of {a['of']} on test {metric} (best other: {a['best_other']}); to target it takes {ratio} (aim: first, and ≤ {EPOCHS_AIM}x)."]
         lines += ["", f"![validation loss, {task}](../plots/val_loss_{task}.png)", f"![learning rate, {task}](../plots/lr_{task}.png)"]
     lines += ["", "![time to target](../plots/time_to_target.png)", "![overhead](../plots/overhead.png)"]
+    if any(entry.get("ablations") for entry in comparison.values()):
+        lines.append("![ablations](../plots/ablations.png)")
     return "\n".join(lines) + "\n"
 
 
@@ -315,13 +358,15 @@ def plot(comparison: dict, results: dict, root: Path) -> list[Path]:
         for s, runs in results[task].items():
             style = {**_style(s), "alpha": 0.8}
             for i, r in enumerate(runs):
-                lr = [np.nan if v is None else v for v in r["lr"]]
-                (line,) = ax.plot(np.arange(1, len(lr) + 1), lr, label=s if i == 0 else None, **style)
+                # every LR the schedule set, at its position in epochs (0 = start), held until the next
+                trace = r.get("lr_trace") or [[e, v] for e, v in enumerate(r["lr"])]
+                x, y = [p[0] for p in trace] + [len(r["val_loss"])], [p[1] for p in trace] + [trace[-1][1]]
+                (line,) = ax.step(x, y, where="post", label=s if i == 0 else None, **style)
                 style["color"] = line.get_color()  # every seed of a schedule in one colour
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("learning rate used in the epoch")
+        ax.set_xlabel("epochs of training")
+        ax.set_ylabel("learning rate")
         ax.set_title(f"{task}: learning rate, one line per seed")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8, ncol=2)
@@ -329,38 +374,67 @@ def plot(comparison: dict, results: dict, root: Path) -> list[Path]:
         paths.append(save_png(fig, root / "plots" / f"lr_{task}.png"))
     paths.append(_plot_time_to_target(comparison, root))
     paths.append(_plot_overhead(comparison, root))
+    if all(entry.get("ablations") and OURS in entry["schedules"] for entry in comparison.values()):
+        paths.append(_plot_ablations(comparison, root))
     return paths
 
 
-def _plot_time_to_target(comparison: dict, root: Path) -> Path:
+def _barh_panels(comparison: dict, bars, xlabel: str, title, path: Path) -> Path:
+    """One panel per task of horizontal bars (mean ± std) with a text label at each bar's end.
+
+    ``bars(entry)`` gives ``[(name, mean or None, std or None, label), ...]``; ``title(task, entry)`` the panel title.
+    """
     plt = pyplot()
     fig, axes = plt.subplots(1, len(comparison), figsize=(5 * len(comparison), 4.2), dpi=110, squeeze=False)
     for ax, (task, entry) in zip(axes[0], comparison.items()):
-        names = list(entry["schedules"])
-        means = [entry["schedules"][s]["seconds_to_target"]["mean"] for s in names]
-        stds = [entry["schedules"][s]["seconds_to_target"]["std"] for s in names]
-        y = np.arange(len(names))
-        colors = ["black" if s == OURS else f"C{i}" for i, s in enumerate(names)]
-        ends = [(m or 0) + (sd or 0) for m, sd in zip(means, stds)]
-        ax.barh(y, [m or 0 for m in means], xerr=[sd or 0 for sd in stds], color=colors, alpha=0.8, ecolor="grey", capsize=3)
-        for i, s in enumerate(names):
-            v = entry["schedules"][s]["seconds_to_target"]
-            label = f" {v['reached']}/{entry['schedules'][s]['seeds']} reached" if v["mean"] is not None else " never reached"
+        rows = bars(entry)
+        names = [r[0] for r in rows]
+        y = np.arange(len(rows))
+        ends = [(m or 0) + (sd or 0) for _, m, sd, _ in rows]
+        colors = ["black" if n == OURS else f"C{i}" for i, n in enumerate(names)]
+        ax.barh(y, [m or 0 for _, m, _, _ in rows], xerr=[sd or 0 for _, _, sd, _ in rows], color=colors, alpha=0.8, ecolor="grey", capsize=3)
+        for i, (_, _, _, label) in enumerate(rows):
             ax.text(ends[i], i, label, va="center", fontsize=8)
-        ax.set_xlim(0, max(ends + [1.0]) * 1.35)
+        ax.set_xlim(0, max(ends + [1e-9]) * 1.35)
         ax.set_yticks(y, names)
         ax.invert_yaxis()
-        ax.set_xlabel("seconds to target (mean ± std of runs that reached it)")
-        ax.set_title(f"{task}: target {entry['target_val_loss']}")
+        ax.set_xlabel(xlabel)
+        ax.set_title(title(task, entry))
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    return save_png(fig, root / "plots" / "time_to_target.png")
+    return save_png(fig, path)
+
+
+def _plot_time_to_target(comparison: dict, root: Path) -> Path:
+    def bars(entry):
+        out = []
+        for s, v in entry["schedules"].items():
+            t = v["seconds_to_target"]
+            out.append((s, t["mean"], t["std"], f" {t['reached']}/{v['seeds']} reached" if t["mean"] is not None else " never reached"))
+        return out
+
+    return _barh_panels(
+        comparison, bars, "seconds to target (mean ± std of runs that reached it)",
+        lambda task, entry: f"{task}: target {entry['target_val_loss']}", root / "plots" / "time_to_target.png",
+    )
+
+
+def _plot_ablations(comparison: dict, root: Path) -> Path:
+    def bars(entry):
+        variants = {OURS: entry["schedules"][OURS], **entry["ablations"]}
+        return [(a, v["test_metric"]["mean"], v["test_metric"]["std"], f" {_num(v['test_metric']['mean'], '{:.3f}')}") for a, v in variants.items()]
+
+    return _barh_panels(
+        comparison, bars, "test metric (mean ± std over seeds)",
+        lambda task, entry: f"{task}: ablations, test {entry['metric']} ({'↑' if entry['higher_is_better'] else '↓'})",
+        root / "plots" / "ablations.png",
+    )
 
 
 def _plot_overhead(comparison: dict, root: Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(comparison), figsize=(5 * len(comparison), 4.2), dpi=110, squeeze=False)
-    parts = (("optim_seconds", "optimisation"), ("val_seconds", "validation"), ("sched_seconds", "scheduler logic"))
+    parts = (("optim_seconds", "optimisation"), ("val_seconds", "validation"), ("probe_seconds", "in-epoch probes"), ("sched_seconds", "scheduler logic"))
     for ax, (task, entry) in zip(axes[0], comparison.items()):
         names = list(entry["schedules"])
         y = np.arange(len(names))

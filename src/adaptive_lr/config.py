@@ -1,11 +1,12 @@
 """Typed, validated settings read once from ``params.yaml``.
 
-``params.yaml`` has four parts: ``profile`` (which block of ``profiles`` is laid
+``params.yaml`` has five parts: ``profile`` (which block of ``profiles`` is laid
 over the rest), ``common`` (the plan's shared settings), ``tasks`` (per-task
-sources, knobs and overrides of common keys) and ``schedules`` (per-schedule
-knobs). :func:`load_params` merges the profile in, checks every key, type and
-range, and returns plain dataclasses; a bad value raises :class:`ParamsError`
-with a message that names the key.
+sources, knobs and overrides of common keys), ``schedules`` (per-schedule
+knobs) and ``ablations`` (adaptive with some knobs changed). :func:`load_params`
+merges the profile in, checks every key, type and range, and returns plain
+dataclasses; a bad value raises :class:`ParamsError` with a message that names
+the key.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Params:
 
     profile: str
     tasks: dict[str, TaskConfig]
-    schedules: dict[str, dict]
+    schedules: dict[str, Any]  # typed knobs of every schedule and every ablation, by name
+    ablations: tuple[str, ...] = ()  # which names in ``schedules`` are ablations of adaptive
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -174,7 +176,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not found (run from the repository root)")
     with path.open() as fh:
         raw = yaml.safe_load(fh) or {}
-    known_top = {"profile", "profiles", "common", "tasks", "schedules"}
+    known_top = {"profile", "profiles", "common", "tasks", "schedules", "ablations"}
     for key in raw:
         if key not in known_top:
             raise ParamsError(f"{key}: unknown top-level key; known keys: {', '.join(sorted(known_top))}")
@@ -189,7 +191,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         if task not in TASKS:
             raise ParamsError(f"tasks.{task}: unknown task; valid tasks: {', '.join(TASKS)}")
     tasks = {task: resolve_task(raw, task) for task in tasks_raw}
-    from adaptive_lr.schedules import validate_schedules  # late import: schedules import torch
+    from adaptive_lr.schedules import validate_ablations, validate_schedules  # late import: they import torch
 
-    schedules = validate_schedules(raw.get("schedules") or {})
-    return Params(profile=profile, tasks=tasks, schedules=schedules)
+    schedules_raw = raw.get("schedules") or {}
+    schedules = validate_schedules(schedules_raw)
+    ablations = validate_ablations(raw.get("ablations") or {}, schedules_raw)
+    return Params(profile=profile, tasks=tasks, schedules={**schedules, **ablations}, ablations=tuple(ablations))

@@ -63,7 +63,7 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
     """Train one task x schedule cell for every seed; checkpoints under runs/, curves under live/."""
     cfg = task_config(params, task)
     if schedule not in params.schedules:
-        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules ({', '.join(params.schedules)})")
+        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
     _threads(cfg)
     t = get_task(task, cfg)
     results = []
@@ -112,7 +112,8 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
             diverged_epoch=train["diverged_epoch"],
             # overhead: total training time and where it went, and what the run cost the machine
             train_seconds=usage["wall_seconds"], seconds_per_epoch=usage["wall_seconds"] / max(train["epochs_run"], 1),
-            optim_seconds=train["optim_seconds"], val_seconds=train["val_seconds"], sched_seconds=train["sched_seconds"],
+            optim_seconds=train["optim_seconds"], val_seconds=train["val_seconds"], probe_seconds=train["probe_seconds"],
+            sched_seconds=train["sched_seconds"], probes=train["probes"],
             cpu_util=usage["cpu_util"], peak_rss_mb=usage["peak_rss_mb"], gpu_peak_mb=usage["gpu_peak_mb"], gpu_util=usage["gpu_util"],
         )
         write_json(record, root / METRICS / task / schedule / f"{seed}.json")

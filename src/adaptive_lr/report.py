@@ -6,6 +6,13 @@
     matplotlib, one panel per plot, mean over seeds per schedule, one line style per
     revision. DVC's HTML needs a CDN to draw; this PNG does not.
 
+``python -m adaptive_lr.report sweep EXP ... [-o JSON]``
+    The initial-LR sweep in one table: every schedule's mean test metric in the workspace
+    (the default LRs) and in each named experiment (``dvc exp run -S ...``), each
+    schedule's worst gap to its own best, and whether that stays within the robustness
+    tolerance (1 point of accuracy, 0.02 WER). Reads each experiment's committed
+    ``metrics/comparison.json`` and ``params.yaml`` from git.
+
 ``python -m adaptive_lr.report ci [--base REV] [-o MD]``
     A pull-request-comment style report: ``dvc metrics diff`` and ``dvc params diff``
     against the base, the headline table of ``metrics/comparison.json`` and the
@@ -153,6 +160,80 @@ def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
     return "\n".join(lines)
 
 
+ROBUST_TOLERANCE = {"accuracy": 0.01, "wer": 0.02}  # issue 3: within 1 point (accuracy) / 0.02 (WER) of its own best
+
+
+def _exp_rev(name: str, root: Path) -> str:
+    """The commit of experiment ``name`` (newest of that name), or of a plain git revision."""
+    refs = _cmd(["git", "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)", "refs/exps"], root)
+    for line in refs.splitlines():
+        sha, ref = line.split(" ", 1)
+        if ref.rsplit("/", 1)[-1] == name:
+            return sha
+    try:
+        return _cmd(["git", "rev-parse", "--verify", f"{name}^{{commit}}"], root).strip()
+    except ReportError:
+        raise ReportError(f"{name}: neither an experiment (dvc exp list --all-commits) nor a git revision") from None
+
+
+def _lrs_at(params_text: str) -> dict[str, float]:
+    import tempfile
+
+    from adaptive_lr.config import load_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(params_text)
+        return {task: cfg.lr for task, cfg in load_params(path).tasks.items()}
+
+
+def sweep(names: list[str], root: Path = Path(".")) -> dict:
+    """Every schedule's mean test metric per run of the sweep (the workspace = default LRs, then each experiment)."""
+    runs = {"default": ((root / "metrics" / "comparison.json").read_text(), (root / "params.yaml").read_text(), "workspace")}
+    for name in names:
+        rev = _exp_rev(name, root)
+        runs[name] = (_cmd(["git", "show", f"{rev}:metrics/comparison.json"], root), _cmd(["git", "show", f"{rev}:params.yaml"], root), rev)
+    out: dict = {"runs": {}, "tasks": {}}
+    for label, (comparison_text, params_text, rev) in runs.items():
+        out["runs"][label] = {"rev": rev, "lr": _lrs_at(params_text)}
+        for task, entry in json.loads(comparison_text).items():
+            t = out["tasks"].setdefault(task, {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"], "schedules": {}})
+            for schedule, v in entry["schedules"].items():
+                t["schedules"].setdefault(schedule, {"by_run": {}})["by_run"][label] = v["test_metric"]["mean"]
+    for task, t in out["tasks"].items():
+        tol = ROBUST_TOLERANCE.get(t["metric"], 0.01)
+        t["tolerance"] = tol
+        for v in t["schedules"].values():
+            values = [x for x in v["by_run"].values() if x is not None]
+            complete = len(values) == len(runs)
+            best = (max if t["higher_is_better"] else min)(values) if values else None
+            v["own_best"] = best
+            v["worst_gap"] = max(abs(best - x) for x in values) if values else None
+            v["robust"] = complete and v["worst_gap"] <= tol
+    return out
+
+
+def sweep_markdown(result: dict) -> str:
+    from tabulate import tabulate
+
+    labels = list(result["runs"])
+    lines = []
+    for task, t in result["tasks"].items():
+        lrs = ", ".join(f"{label} {result['runs'][label]['lr'][task]:g}" for label in labels)
+        rows = [
+            [s, *[_fmt_num(v["by_run"].get(label)) for label in labels], _fmt_num(v["worst_gap"]), "yes" if v["robust"] else "no"]
+            for s, v in t["schedules"].items()
+        ]
+        lines += [f"### {task}: test {t['metric']} by initial LR ({lrs})", ""]
+        lines.append(tabulate(rows, headers=["schedule", *labels, "worst gap to own best", f"within {t['tolerance']}"], tablefmt="github", disable_numparse=True))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt_num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adaptive_lr.report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("revs", nargs="*", help="git revisions or experiment names (none: workspace vs HEAD, as dvc)")
     p.add_argument("--targets", nargs="*", help="plot ids from dvc.yaml (default: all)")
     p.add_argument("-o", "--out", type=Path, default=Path("dvc_plots/diff.png"))
+    w = sub.add_parser("sweep", help="the initial-LR sweep: test metric per schedule in the workspace and each experiment")
+    w.add_argument("names", nargs="+", help="experiment names (or git revisions) of the sweep")
+    w.add_argument("-o", "--out", type=Path, help="also write the summary as JSON here")
     c = sub.add_parser("ci", help="markdown report of metric and param changes")
     c.add_argument("--base", help="revision to compare with (default: origin/main, else main, else HEAD)")
     c.add_argument("-o", "--out", type=Path, help="also write the markdown here")
@@ -168,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plots-diff":
             path = plot_diff_png(plots_diff_data(args.revs, args.targets), args.out)
             print(f"wrote {path}")
+        elif args.command == "sweep":
+            result = sweep(args.names)
+            if args.out:
+                from adaptive_lr.files import write_json
+
+                write_json(result, args.out)
+            print(sweep_markdown(result))
         else:
             md = ci_report(args.base)
             if args.out:

@@ -3,47 +3,74 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
+
+
+def _per_group(value: float | Sequence[float] | None, n: int, name: str) -> list[float | None]:
+    if value is None or isinstance(value, (int, float)):
+        return [value] * n
+    if len(value) != n:
+        raise ValueError(f"{name} should be a number or one per param group ({n}), got {len(value)} values")
+    return [float(v) for v in value]
 
 
 class AdaptiveLR:
     """Raise the LR while validation loss improves significantly, cut it when it stops, roll back on divergence.
 
-    Use it where you would use ``torch.optim.lr_scheduler.ReduceLROnPlateau``:
-    call ``step(val_loss)`` after each validation. Unlike ReduceLROnPlateau it
-    (1) judges an improvement against the measurement's own noise when you pass
-    the standard error of the validation loss, (2) raises the LR again (up to
-    ``max_lr``) after ``patience_up`` significant improvements in a row, and
-    (3) when the loss becomes non-finite or explodes, calls ``restore_fn`` to
-    return to the last good weights and optimizer state and cuts the LR.
+    Use it where you would use ``torch.optim.lr_scheduler.ReduceLROnPlateau``: call
+    ``step(val_loss)`` after each validation, as often as you like (the training loop of this
+    project calls it several times per epoch, on a small fixed validation probe).
+
+    ``val_loss`` is a float or 0-dim tensor, or, better, a 1-D tensor (or sequence) of the
+    per-sample losses of a *fixed* set of validation samples, in the same order every time.
+    Then the scheduler judges a change against the noise of the measurement itself: the
+    standard error of the per-sample differences to the reference measurement (a paired
+    test), so a 1% gain on a large, quiet probe counts, and a 5% gain on a small, noisy one
+    does not. With a float, pass ``stderr`` to get the same (unpaired) judgement.
+
+    The rule (docs/ALGORITHM.md): the *reference* is the loss of the last significant
+    improvement. A measurement is a significant improvement when it beats the reference by
+    more than ``threshold`` (relative) and by more than ``z`` standard errors. After
+    ``patience_up`` significant improvements in a row the LR is multiplied by ``increase``
+    (never above ``max_lr``, nor above the LR of the last cut divided by ``increase``); after
+    ``patience`` measurements in a row without one, by ``factor`` (never below ``min_lr``).
+    A non-finite loss, or one above ``divergence`` x the reference, calls ``restore_fn`` (the
+    loop restores its last good weights and optimizer state) and cuts the LR.
+
+    It only ever multiplies each group's current LR, so it composes with a warm-up scheduler
+    in chainable form (``torch.optim.lr_scheduler.LinearLR`` stepped per batch).
 
     Args:
         optimizer (Optimizer): wrapped optimizer; every param group is scaled.
-        factor (float): multiplier applied to the LR when progress stops, in (0, 1). Default: 0.1.
-        threshold (float): relative improvement of the best loss that counts, >= 0. Default: 0.01.
-        min_lr (float): lower bound of every group's LR. Default: 1e-6.
-        max_lr (float | None): upper bound; None means 10x each group's initial LR. Default: None.
-        increase (float): multiplier applied after ``patience_up`` significant improvements, >= 1. Default: 1.25.
-        patience (int): non-improving evaluations tolerated before cutting the LR. Default: 1.
-        patience_up (int): significant improvements in a row before raising the LR. Default: 2.
-        z (float): an improvement must also exceed ``z`` standard errors. Default: 1.0.
-        divergence (float): a loss above ``divergence`` x best counts as divergence. Default: 4.0.
+        factor (float): multiplier applied when progress stops and after a divergence, in (0, 1). Default: 0.1.
+        threshold (float): relative improvement of the reference that counts, >= 0. Default: 0.01.
+        min_lr (float | list[float]): lower bound of each group's LR. Default: 1e-6.
+        max_lr (float | list[float] | None): upper bound; None means 10x each group's initial LR. Default: None.
+        increase (float): multiplier after ``patience_up`` significant improvements, >= 1. Default: 2.0.
+        patience (int): measurements without a significant improvement before cutting, >= 1. Default: 4.
+        patience_up (int): significant improvements in a row before raising, >= 1. Default: 2.
+        z (float): an improvement must also exceed ``z`` standard errors, >= 0. Default: 2.0.
+        divergence (float): a loss above ``divergence`` x the reference is a divergence, > 1. Default: 4.0.
         restore_fn (callable | None): called with no arguments to restore the last good state. Default: None.
+        raise_lr (bool): raise the LR at all (ablation switch). Default: True.
+        significance (bool): require ``z`` standard errors as well as the threshold (ablation switch). Default: True.
+        rollback (bool): call ``restore_fn`` on a divergence; if False a divergence only counts
+            as a measurement without improvement (ablation switch). Default: True.
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
         >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         >>> sched = AdaptiveLR(opt)
-        >>> x, y = torch.randn(64, 4), torch.randn(64, 1)
+        >>> x, y, xv, yv = torch.randn(64, 4), torch.randn(64, 1), torch.randn(32, 4), torch.randn(32, 1)
         >>> for epoch in range(3):
         ...     opt.zero_grad()
         ...     torch.nn.functional.mse_loss(model(x), y).backward()
         ...     opt.step()
-        ...     with torch.no_grad():
-        ...         val_loss = torch.nn.functional.mse_loss(model(x), y)
-        ...     sched.step(val_loss)
+        ...     with torch.no_grad():  # per-sample losses of a fixed validation set
+        ...         val_losses = torch.nn.functional.mse_loss(model(xv), yv, reduction="none").squeeze(1)
+        ...     sched.step(val_losses)
         >>> len(sched.get_last_lr())
         1
     """
@@ -53,106 +80,155 @@ class AdaptiveLR:
         optimizer: torch.optim.Optimizer,
         factor: float = 0.1,
         threshold: float = 0.01,
-        min_lr: float = 1e-6,
-        max_lr: float | None = None,
-        increase: float = 1.25,
-        patience: int = 1,
+        min_lr: float | Sequence[float] = 1e-6,
+        max_lr: float | Sequence[float] | None = None,
+        increase: float = 2.0,
+        patience: int = 4,
         patience_up: int = 2,
-        z: float = 1.0,
+        z: float = 2.0,
         divergence: float = 4.0,
         restore_fn: Callable[[], None] | None = None,
+        raise_lr: bool = True,
+        significance: bool = True,
+        rollback: bool = True,
     ):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor should be in (0, 1), got {factor}")
-        if threshold < 0:
+        if not threshold >= 0:
             raise ValueError(f"threshold should be >= 0, got {threshold}")
-        if min_lr < 0:
-            raise ValueError(f"min_lr should be >= 0, got {min_lr}")
-        if increase < 1.0:
+        if not increase >= 1.0:
             raise ValueError(f"increase should be >= 1, got {increase}")
-        if patience < 1 or patience_up < 1:
-            raise ValueError(f"patience and patience_up should be >= 1, got {patience} and {patience_up}")
-        if z < 0:
+        if patience < 1:
+            raise ValueError(f"patience should be >= 1, got {patience}")
+        if patience_up < 1:
+            raise ValueError(f"patience_up should be >= 1, got {patience_up}")
+        if not z >= 0:
             raise ValueError(f"z should be >= 0, got {z}")
-        if divergence <= 1.0:
+        if not divergence > 1.0:
             raise ValueError(f"divergence should be > 1, got {divergence}")
-        self.optimizer = optimizer
-        self.factor = factor
-        self.threshold = threshold
-        self.min_lr = min_lr
+        if restore_fn is not None and not callable(restore_fn):
+            raise ValueError(f"restore_fn should be callable or None, got {restore_fn!r}")
         init = [float(g["lr"]) for g in optimizer.param_groups]
-        if max_lr is not None and max_lr < max(init):
-            raise ValueError(f"max_lr ({max_lr}) should be >= the initial lr ({max(init)})")
-        if min_lr > min(init):
-            raise ValueError(f"min_lr ({min_lr}) should be <= the initial lr ({min(init)})")
-        self.max_lrs = [max_lr if max_lr is not None else 10.0 * lr for lr in init]
-        self.increase = increase
-        self.patience = patience
-        self.patience_up = patience_up
-        self.z = z
-        self.divergence = divergence
+        n = len(init)
+        self.min_lrs = [float(v) for v in _per_group(min_lr, n, "min_lr")]
+        maxes = _per_group(max_lr, n, "max_lr")
+        self.max_lrs = [10.0 * lr if hi is None else float(hi) for lr, hi in zip(init, maxes)]
+        for i, (lo, lr, hi) in enumerate(zip(self.min_lrs, init, self.max_lrs)):
+            if lo < 0:
+                raise ValueError(f"min_lr should be >= 0, got {lo}")
+            if lo > lr:
+                raise ValueError(f"min_lr ({lo}) should be <= the initial lr ({lr}) of param group {i}")
+            if hi < lr:
+                raise ValueError(f"max_lr ({hi}) should be >= the initial lr ({lr}) of param group {i}")
+        self.optimizer = optimizer
+        self.factor, self.threshold, self.increase, self.z, self.divergence = factor, threshold, increase, z, divergence
+        self.patience, self.patience_up = patience, patience_up
+        self.raise_lr, self.significance, self.rollback = raise_lr, significance, rollback
         self.restore_fn = restore_fn
-        self.best = math.inf
+        # state (everything in state_dict)
+        self.best = math.inf  # the reference: loss of the last significant improvement
+        self.best_samples: list[float] | None = None  # its per-sample losses (paired test)
         self.best_stderr = 0.0
+        self.ceilings = list(self.max_lrs)  # raising never goes back to an LR that stalled or diverged
         self.num_good = 0
         self.num_bad = 0
-        self.last_epoch = 0
-        self.rollbacks = 0
+        self.last_epoch = 0  # number of step() calls, as in torch schedulers
+        self.raises = self.cuts = self.rollbacks = 0
         self._last_lr = init
 
-    def is_significant(self, current: float, stderr: float) -> bool:
-        """Is ``current`` a real improvement on the best loss, beyond threshold and noise?"""
-        gain = self.best - current
-        noise = self.z * math.hypot(stderr, self.best_stderr)
-        return gain > self.threshold * abs(self.best) and gain > noise
+    # the decision ------------------------------------------------------------------
+    def measure(self, metrics, stderr=None) -> tuple[float, list[float] | None, float]:
+        """Mean loss, per-sample losses (or None) and standard error of one measurement."""
+        if torch.is_tensor(metrics):
+            metrics = metrics.detach().float().cpu()
+            metrics = metrics.item() if metrics.dim() == 0 else metrics.flatten().tolist()
+        if isinstance(metrics, (int, float)):
+            return float(metrics), None, 0.0 if stderr is None else float(stderr)
+        samples = [float(v) for v in metrics]
+        if not samples:
+            raise ValueError("step() got an empty sequence of losses")
+        n = len(samples)
+        mean = math.fsum(samples) / n
+        if not math.isfinite(mean) or n < 2:
+            return mean, samples, 0.0 if stderr is None else float(stderr)
+        var = math.fsum((v - mean) ** 2 for v in samples) / (n - 1)
+        return mean, samples, math.sqrt(var / n) if stderr is None else float(stderr)
 
-    def step(self, metrics: float | torch.Tensor, stderr: float | torch.Tensor = 0.0) -> None:
-        """Feed one validation loss (and optionally its standard error)."""
-        current, stderr = float(metrics), float(stderr)
+    def noise(self, samples: list[float] | None, stderr: float) -> float:
+        """Standard error of (reference - current): paired when both have the same samples."""
+        ref = self.best_samples
+        if samples is not None and ref is not None and len(ref) == len(samples) and len(samples) > 1:
+            d = [r - c for r, c in zip(ref, samples)]
+            m = math.fsum(d) / len(d)
+            return math.sqrt(math.fsum((v - m) ** 2 for v in d) / (len(d) - 1) / len(d))
+        return math.hypot(stderr, self.best_stderr)
+
+    def is_significant(self, current: float, samples: list[float] | None = None, stderr: float = 0.0) -> bool:
+        """Does ``current`` beat the reference by more than the threshold and (if on) ``z`` standard errors?"""
+        gain = self.best - current
+        if not gain > self.threshold * abs(self.best):
+            return False
+        return not self.significance or gain > self.z * self.noise(samples, stderr)
+
+    def step(self, metrics: float | torch.Tensor | Sequence[float], stderr: float | None = None) -> None:
+        """Feed one validation measurement: a loss, or the per-sample losses of a fixed validation set."""
+        current, samples, se = self.measure(metrics, stderr)
         self.last_epoch += 1
-        if not math.isfinite(current) or (math.isfinite(self.best) and current > self.divergence * self.best):
+        diverged = not math.isfinite(current) or (math.isfinite(self.best) and current > self.divergence * self.best)
+        if diverged and self.rollback:
             self._rollback()
-        elif not math.isfinite(self.best):
-            self.best, self.best_stderr = current, stderr  # the first measurement is only the reference
-        elif self.is_significant(current, stderr):
-            self.best, self.best_stderr = current, stderr
+        elif not math.isfinite(self.best) and math.isfinite(current):  # the first measurement is the reference
+            self._new_reference(current, samples, se)
+        elif not diverged and self.is_significant(current, samples, se):
+            self._new_reference(current, samples, se)
             self.num_bad = 0
             self.num_good += 1
-            if self.num_good >= self.patience_up:
+            if self.num_good >= self.patience_up and self.raise_lr:
                 self._scale(self.increase)
+                self.raises += 1
                 self.num_good = 0
         else:
-            if current < self.best:  # small, noisy gains still move the reference point
-                self.best, self.best_stderr = current, stderr
             self.num_good = 0
             self.num_bad += 1
             if self.num_bad >= self.patience:
-                self._scale(self.factor)
-                self.num_bad = 0
+                self._cut()
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _new_reference(self, current: float, samples: list[float] | None, stderr: float) -> None:
+        self.best, self.best_samples, self.best_stderr = current, samples, stderr
+
+    def _cut(self) -> None:
+        lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self.ceilings = [min(c, lr / self.increase) if self.increase > 1 else c for c, lr in zip(self.ceilings, lrs)]
+        self._scale(self.factor)
+        self.cuts += 1
+        self.num_good = self.num_bad = 0
 
     def _rollback(self) -> None:
         lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         if self.restore_fn is not None:
-            self.restore_fn()  # may load an optimizer state with older LRs: set ours after
+            self.restore_fn()  # may load an optimizer state with older LRs: set ours back before cutting
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
-        self._scale(self.factor)
         self.rollbacks += 1
-        self.num_good = self.num_bad = 0
+        self._cut()
 
     def _scale(self, mult: float) -> None:
-        for group, hi in zip(self.optimizer.param_groups, self.max_lrs):
-            group["lr"] = min(hi, max(self.min_lr, float(group["lr"]) * mult))
+        for group, lo, hi in zip(self.optimizer.param_groups, self.min_lrs, self.ceilings):
+            lr = float(group["lr"]) * mult
+            if mult > 1:
+                lr = min(lr, max(hi, float(group["lr"])))  # a raise stops at the ceiling, never lowers
+            group["lr"] = max(lo, lr)
 
+    # the torch scheduler protocol -----------------------------------------------------
     def get_last_lr(self) -> list[float]:
         """The LR of every param group after the last ``step``."""
         return list(self._last_lr)
 
     def state_dict(self) -> dict:
-        """Everything but the optimizer and the restore hook."""
+        """Everything but the optimizer and the restore hook (a resumed run continues exactly)."""
         return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "restore_fn")}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a state from :meth:`state_dict`."""
-        self.__dict__.update(state_dict)
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "restore_fn")})

@@ -25,28 +25,42 @@ class Schedule:
         scheduler: the LR scheduler object, or None for a constant LR.
         on: when the scheduler steps: "batch", "epoch" (no argument) or "val"
             (with the validation loss).
-        takes_stderr: the scheduler's ``step`` also takes the loss's standard error.
+        takes_samples: the scheduler's ``step`` takes the per-sample losses of the validation
+            probe (a fixed set: the first validation batches) instead of the mean loss.
         recovers: the scheduler rolls back on a non-finite loss, so the run goes on.
+        probes: validation probes per epoch *inside* the epoch, on top of the end-of-epoch validation.
+        probe_size: fraction of the validation batches (the first ones, always the same) a probe evaluates.
+        probe_budget: the in-epoch probes may cost at most this share of the training, counted in forward
+            passes (a training step ~ 3 forward passes of a batch; see train.probes_per_epoch).
     """
 
     optimizer: torch.optim.Optimizer
     scheduler: Any = None
     on: str | None = None
-    takes_stderr: bool = False
+    takes_samples: bool = False
     recovers: bool = False
+    probes: int = 0
+    probe_size: float = 1.0
+    probe_budget: float = 0.0
 
     def after_batch(self) -> None:
         if self.on == "batch":
             self.scheduler.step()
 
-    def after_validation(self, val_loss: float, stderr: float) -> None:
+    def after_validation(self, val_loss: float, samples: list[float] | None = None) -> None:
+        """After the end-of-epoch validation: ``samples`` are the probe's per-sample losses within it."""
         if self.on == "epoch":
             self.scheduler.step()
         elif self.on == "val":
-            if self.takes_stderr:
-                self.scheduler.step(val_loss, stderr)
-            else:
-                self.scheduler.step(val_loss)
+            self.scheduler.step(samples if self.takes_samples and samples is not None else val_loss)
+
+    def after_probe(self, samples: list[float]) -> None:
+        """After an in-epoch probe (only schedules with ``probes`` > 0 get them)."""
+        self.scheduler.step(samples)
+
+    def probe_batches(self, n_val_batches: int) -> int:
+        """How many of the first validation batches form the probe."""
+        return min(n_val_batches, max(1, math.ceil(self.probe_size * n_val_batches)))
 
     def train_mode(self) -> None:
         """Schedule-Free keeps two weight sequences: train on one, evaluate on the other."""
@@ -137,17 +151,23 @@ class ScheduleFreeKnobs:
 
 @dataclass(frozen=True)
 class AdaptiveKnobs:
-    """Our AdaptiveLR (see adaptive_lr.scheduler for each knob)."""
+    """Our AdaptiveLR (see adaptive_lr.scheduler and docs/ALGORITHM.md for each knob)."""
 
     factor: float = 0.1
     threshold: float = 0.01
     min_lr: float = 1e-6
     max_lr_ratio: float = 10.0
-    increase: float = 1.25
-    patience: int = 1
+    increase: float = 2.0
+    patience: int = 4
     patience_up: int = 2
-    z: float = 1.0
+    z: float = 2.0
     divergence: float = 4.0
+    raise_lr: bool = True
+    significance: bool = True
+    rollback: bool = True
+    probes: int = 3  # in-epoch validation probes per epoch (0: end of epoch only)
+    probe_size: float = 0.125  # fraction of the validation batches a probe evaluates (at least one batch)
+    probe_budget: float = 0.05  # in-epoch probes cost at most this share of the training forward passes
 
 
 # builders ---------------------------------------------------------------------
@@ -206,9 +226,12 @@ def _adaptive(params, k: AdaptiveKnobs, ctx: Context) -> Schedule:
     sched = AdaptiveLR(
         opt, factor=k.factor, threshold=k.threshold, min_lr=k.min_lr, max_lr=k.max_lr_ratio * ctx.lr,
         increase=k.increase, patience=k.patience, patience_up=k.patience_up, z=k.z, divergence=k.divergence,
-        restore_fn=ctx.restore_fn,
+        restore_fn=ctx.restore_fn, raise_lr=k.raise_lr, significance=k.significance, rollback=k.rollback,
     )
-    return Schedule(opt, sched, on="val", takes_stderr=True, recovers=True)
+    return Schedule(
+        opt, sched, on="val", takes_samples=True, recovers=k.rollback,
+        probes=k.probes, probe_size=k.probe_size, probe_budget=k.probe_budget,
+    )
 
 
 REGISTRY: dict[str, tuple[type, Callable[..., Schedule]]] = {
@@ -222,19 +245,25 @@ REGISTRY: dict[str, tuple[type, Callable[..., Schedule]]] = {
 }
 
 
-def knobs_of(name: str, raw: dict | None) -> Any:
-    """The typed knobs of schedule ``name`` from its params.yaml mapping (ValueError names a bad key)."""
+def knobs_of(name: str, raw: dict | None, where: str | None = None) -> Any:
+    """The typed knobs of schedule ``name`` from its params.yaml mapping (ParamsError names a bad key).
+
+    ``where`` is the params.yaml path the messages name (default ``schedules.<name>``).
+    """
     from adaptive_lr.config import ParamsError
 
+    where = where or f"schedules.{name}"
     if name not in REGISTRY:
-        raise ParamsError(f"schedules.{name}: unknown schedule; valid schedules: {', '.join(REGISTRY)}")
+        raise ParamsError(f"{where}: unknown schedule; valid schedules: {', '.join(REGISTRY)}")
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping of knobs, got {raw!r}")
     cls = REGISTRY[name][0]
     raw = raw or {}
     types = {f.name: f.type for f in fields(cls)}
     for key, value in raw.items():
         if key not in types:
             known = ", ".join(types) or "none"
-            raise ParamsError(f"schedules.{name}.{key}: unknown key; known keys: {known}")
+            raise ParamsError(f"{where}.{key}: unknown key; known keys: {known}")
         want = types[key]
         ok = {
             "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
@@ -242,13 +271,13 @@ def knobs_of(name: str, raw: dict | None) -> Any:
             "bool": isinstance(value, bool),
         }[want]
         if not ok:
-            raise ParamsError(f"schedules.{name}.{key}: expected {want}, got {value!r}")
+            raise ParamsError(f"{where}.{key}: expected {want}, got {value!r}")
     knobs = cls(**raw)
-    _check_knobs(name, knobs)
+    _check_knobs(name, knobs, where)
     return knobs
 
 
-def _check_knobs(name: str, k: Any) -> None:
+def _check_knobs(name: str, k: Any, where: str) -> None:
     from adaptive_lr.config import ParamsError
 
     d = asdict(k)
@@ -266,11 +295,14 @@ def _check_knobs(name: str, k: Any) -> None:
         "increase": (lambda v: v >= 1, "must be >= 1"),
         "z": (lambda v: v >= 0, "must be >= 0"),
         "divergence": (lambda v: v > 1, "must be > 1"),
+        "probes": (lambda v: v >= 0, "must be >= 0 (0 = end of epoch only)"),
+        "probe_size": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
+        "probe_budget": (lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
     }
     for key, value in d.items():
         check, msg = rules.get(key, (lambda v: True, ""))
         if not check(value):
-            raise ParamsError(f"schedules.{name}.{key} = {value!r}: {msg}")
+            raise ParamsError(f"{where}.{key} = {value!r}: {msg}")
 
 
 def validate_schedules(raw: dict) -> dict[str, Any]:
@@ -278,6 +310,28 @@ def validate_schedules(raw: dict) -> dict[str, Any]:
     return {name: knobs_of(name, knobs) for name, knobs in raw.items()}
 
 
-def build(name: str, knobs: Any, params, ctx: Context) -> Schedule:
-    """Optimizer and scheduler of schedule ``name`` over ``params``."""
-    return REGISTRY[name][1](params, knobs, ctx)
+ABLATED = "adaptive"  # the schedule whose parts the ablations switch off
+
+
+def validate_ablations(raw: dict, schedules_raw: dict) -> dict[str, Any]:
+    """Typed knobs of every ablation: ``schedules.adaptive``'s knobs with the ablation's overrides laid on top."""
+    from adaptive_lr.config import ParamsError
+
+    out = {}
+    for name, over in (raw or {}).items():
+        if name in REGISTRY:
+            raise ParamsError(f"ablations.{name}: a schedule has that name; give the ablation another one")
+        if not isinstance(over, dict) or not over:
+            raise ParamsError(f"ablations.{name}: expected a mapping of the {ABLATED} knobs it changes, got {over!r}")
+        base = schedules_raw.get(ABLATED) or {}
+        knobs_of(ABLATED, over, where=f"ablations.{name}")  # the ablation's own keys, named in any message
+        out[name] = knobs_of(ABLATED, {**base, **over}, where=f"ablations.{name}")
+    return out
+
+
+_BUILDERS = {cls: builder for cls, builder in REGISTRY.values()}
+
+
+def build(knobs: Any, params, ctx: Context) -> Schedule:
+    """Optimizer and scheduler for ``knobs`` (a Knobs dataclass of the registry) over ``params``."""
+    return _BUILDERS[type(knobs)](params, knobs, ctx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import itertools
 import math
 import random
 import time
@@ -26,6 +27,10 @@ from adaptive_lr.tasks.base import Task, to_device
 from adaptive_lr.usage import UsageMeter
 
 GPU_SAMPLE_EVERY = 25  # batches between GPU utilisation samples (CUDA only)
+# The probe budget is counted in forward passes, not seconds, so the decisions (and the run) do not
+# depend on the machine's timing: a training step costs about 3 forward passes of a batch (forward
+# plus backward, which is about twice the forward), a probe one forward pass per probe batch.
+TRAIN_STEP_FORWARDS = 3.0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -56,31 +61,46 @@ def autocast_for(device: torch.device, amp: bool):
 
 @dataclass
 class Evaluation:
-    """Loss, its standard error over batches, the task metric and timing of one pass over a split."""
+    """One pass over (part of) a split: mean loss, per-sample losses, the task metric and timing."""
 
     loss: float
-    stderr: float
     metric: float
     seconds: float
-    samples: int
+    losses: list = field(default_factory=list)  # per-sample, in batch order
+    batch_sizes: list = field(default_factory=list)
+
+    @property
+    def samples(self) -> int:
+        return len(self.losses)
 
 
 def evaluate(task: Task, model: torch.nn.Module, batches, device: torch.device, amp: bool) -> Evaluation:
     """Mean loss and metric of ``model`` over ``batches`` (eval mode, no grad)."""
     start = time.perf_counter()
     model.eval()
-    total, count, batch_means, preds, refs = 0.0, 0, [], [], []
+    losses, sizes, preds, refs = [], [], [], []
     with torch.no_grad(), autocast_for(device, amp):
         for batch in batches:
             out = task.evaluate_batch(model, to_device(batch, device))
-            total += out.loss_sum
-            count += out.count
-            batch_means.append(out.loss_sum / max(out.count, 1))
+            losses += out.losses
+            sizes.append(out.count)
             preds += out.predictions
             refs += out.references
-    loss = total / max(count, 1)
-    stderr = float(np.std(batch_means, ddof=1) / math.sqrt(len(batch_means))) if len(batch_means) > 1 else 0.0
-    return Evaluation(loss, stderr, task.score(preds, refs), time.perf_counter() - start, count)
+    loss = math.fsum(losses) / max(len(losses), 1)
+    return Evaluation(loss, task.score(preds, refs), time.perf_counter() - start, losses, sizes)
+
+
+def probes_per_epoch(sched: schedules.Schedule, steps_per_epoch: int, n_probe_batches: int) -> int:
+    """In-epoch probes per epoch: as many as the schedule asks for, within its budget.
+
+    ``n`` probes of ``k`` batches cost ``n * k`` forward passes against ``3 * steps`` for the epoch's
+    training (:data:`TRAIN_STEP_FORWARDS`); the budget is ``probe_budget`` of the latter. The seconds
+    they really take are measured (``probe_seconds``) and reported beside the budget.
+    """
+    if sched.probes <= 0 or n_probe_batches <= 0:
+        return 0
+    affordable = math.floor(sched.probe_budget * TRAIN_STEP_FORWARDS * steps_per_epoch / n_probe_batches + 1e-9)
+    return max(0, min(sched.probes, affordable, steps_per_epoch - 1))
 
 
 @dataclass
@@ -96,14 +116,18 @@ class RunResult:
     best_val_metric: float = math.nan
     # where the time went: optimisation steps, validation passes, the schedule's own logic
     optim_seconds: float = 0.0
-    val_seconds: float = 0.0
+    val_seconds: float = 0.0  # end-of-epoch validation passes (every schedule has them)
+    probe_seconds: float = 0.0  # in-epoch validation probes (schedules with probes only)
     sched_seconds: float = 0.0
+    probes: int = 0  # in-epoch probes run
     diverged_epoch: int | None = None
     stopped_early: bool = False
     # per epoch (1-based position i-1): validation loss and wall seconds since the start
     val_loss: list = field(default_factory=list)
     elapsed: list = field(default_factory=list)
     lr: list = field(default_factory=list)
+    # every LR the schedule set: [position in epochs (epoch - 1 + fraction of its batches), lr]
+    lr_trace: list = field(default_factory=list)
     # machine cost of the whole run (UsageMeter.stop): wall_seconds, cpu_util, peak_rss_mb, ...
     usage: dict = field(default_factory=dict)
 
@@ -126,8 +150,8 @@ def train_one(
     """
     from dvclive import Live
 
-    # the previous run in this process may leave reference cycles (a schedule's restore hook refers
-    # back to the schedule): free them now, or its model and optimizer count in this run's peak RSS
+    # free whatever the previous run in this process left in reference cycles (ours, torch's or
+    # transformers'), or its model and optimizer count in this run's peak RSS
     gc.collect()
     device = resolve_device(cfg.device)
     generator = seed_everything(seed)
@@ -138,29 +162,43 @@ def train_one(
     steps_per_epoch = len(train_batches)
 
     best_state: dict[str, Any] = {}
+    restore_to: dict[str, torch.optim.Optimizer] = {}  # the optimizer only: no cycle through the schedule
 
     def restore_best() -> None:
         # divergence recovery for schedules that ask for it: back to the best weights and optimizer state
         if best_state:
             model.load_state_dict(best_state["model"])
-            sched.optimizer.load_state_dict(best_state["optimizer"])
+            restore_to["optimizer"].load_state_dict(best_state["optimizer"])
 
     ctx = schedules.Context(cfg.lr, cfg.weight_decay, cfg.epochs, steps_per_epoch, restore_best)
-    sched = schedules.build(schedule_name, knobs, model.parameters(), ctx)
+    sched = schedules.build(knobs, model.parameters(), ctx)
+    restore_to["optimizer"] = sched.optimizer
+    # the probe: the first validation batches, always the same samples (a paired comparison)
+    n_probe_batches = sched.probe_batches(len(val_batches))
+    probes = probes_per_epoch(sched, steps_per_epoch, n_probe_batches)
+    probe_set = list(itertools.islice(iter(val_batches), n_probe_batches)) if probes > 0 else []
+    probe_at = {round(j * steps_per_epoch / (probes + 1)) for j in range(1, probes + 1)}
     result = RunResult(task.name, schedule_name, seed)
     tag = f"[{task.name}/{schedule_name} seed {seed}]"
     metric_key = f"val/{task.metric}"
 
+    def note_lr(position: float) -> None:
+        if not result.lr_trace or result.lr_trace[-1][1] != sched.lr:
+            result.lr_trace.append([round(position, 4), sched.lr])
+
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
     meter = UsageMeter(device).start()
     start = time.perf_counter()
+    note_lr(0.0)
+    if probes:
+        log(f"{tag} {probes} validation probe(s) per epoch from epoch 2, on {n_probe_batches} of {len(val_batches)} validation batches")
     try:
         for epoch in range(1, cfg.epochs + 1):
             lr_used = sched.lr
             t0 = time.perf_counter()
             model.train()
             sched.train_mode()
-            loss_sum, n_batches, finite, sched_s = 0.0, 0, True, 0.0
+            loss_sum, n_batches, finite, sched_s, probe_s = 0.0, 0, True, 0.0, 0.0
             for batch in train_batches:
                 batch = to_device(batch, device)
                 with autocast_for(device, cfg.amp):
@@ -180,7 +218,20 @@ def train_one(
                 sched_s += time.perf_counter() - t_sched
                 if n_batches % GPU_SAMPLE_EVERY == 0:
                     meter.sample()
-            train_s = time.perf_counter() - t0 - sched_s
+                # no probes in the first epoch: its validation loss is a transient (fresh weights, BatchNorm
+                # statistics settling), and the first reference should come after it, at the epoch's end
+                if epoch > 1 and n_batches in probe_at:
+                    sched.eval_mode()
+                    probe = evaluate(task, model, probe_set, device, cfg.amp)
+                    model.train()
+                    sched.train_mode()
+                    probe_s += probe.seconds
+                    result.probes += 1
+                    t_sched = time.perf_counter()
+                    sched.after_probe(probe.losses)
+                    sched_s += time.perf_counter() - t_sched
+                    note_lr(epoch - 1 + n_batches / steps_per_epoch)
+            train_s = time.perf_counter() - t0 - sched_s - probe_s
             sched.eval_mode()
             val = evaluate(task, model, val_batches, device, cfg.amp) if finite else None
             val_loss = val.loss if val is not None else math.nan
@@ -198,11 +249,15 @@ def train_one(
                     "model": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
                     "optimizer": copy.deepcopy(sched.optimizer.state_dict()),
                 }
+            # the probe's samples are the first validation batches: the end-of-epoch pass holds them
+            probe_samples = val.losses[: sum(val.batch_sizes[:n_probe_batches])] if val is not None else None
             t_sched = time.perf_counter()
-            sched.after_validation(val_loss, val.stderr if val is not None else 0.0)
+            sched.after_validation(val_loss, probe_samples)
             sched_s += time.perf_counter() - t_sched
+            note_lr(epoch)
             result.optim_seconds += train_s
             result.val_seconds += val_s
+            result.probe_seconds += probe_s
             result.sched_seconds += sched_s
 
             result.val_loss.append(val_loss)
@@ -215,13 +270,14 @@ def train_one(
             live.log_metric("lr", lr_used)
             live.log_metric("time/train_s", train_s)
             live.log_metric("time/val_s", val_s)
+            live.log_metric("time/probe_s", probe_s)
             live.log_metric("time/sched_s", sched_s)
             live.log_metric("time/elapsed_s", elapsed)
             live.next_step()
             log(
                 f"{tag} epoch {epoch:>2}/{cfg.epochs} train/loss {loss_sum / max(n_batches, 1):.4f} "
                 f"val/loss {val_loss:.4f} {metric_key} {val.metric if val is not None else math.nan:.4f} "
-                f"lr {lr_used:.2e} {train_s + val_s + sched_s:.1f}s"
+                f"lr {lr_used:.2e}->{sched.lr:.2e} {train_s + val_s + probe_s + sched_s:.1f}s"
             )
             if epoch - result.best_epoch >= cfg.patience:
                 result.stopped_early = True

@@ -8,6 +8,7 @@ never knows which task it runs.
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,17 +24,24 @@ class EvalBatch:
     """What a task returns for one evaluated batch.
 
     Args:
-        loss_sum: sum over the batch's samples of the per-sample loss (so the
-            loop can average exactly over a split of any size).
-        count: number of samples in the batch.
+        losses: the per-sample loss of every sample in the batch, in batch order (the loop
+            averages exactly over a split of any size, and validation probes compare them
+            sample by sample).
         predictions: one prediction per sample (class index, or decoded text).
         references: one reference per sample, same kind as ``predictions``.
     """
 
-    loss_sum: float
-    count: int
+    losses: list[float]
     predictions: list = field(default_factory=list)
     references: list = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.losses)
+
+    @property
+    def loss_sum(self) -> float:
+        return math.fsum(self.losses)
 
 
 class Task(abc.ABC):
@@ -97,7 +105,7 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
-        """Loss sum, count, predictions and references of one batch (no grad, eval mode)."""
+        """Per-sample losses, predictions and references of one batch (no grad, eval mode)."""
 
     @abc.abstractmethod
     def score(self, predictions: list, references: list) -> float:
@@ -124,8 +132,8 @@ class ClassificationTask(Task):
 
     def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
         logits = self.logits(model, batch)
-        loss = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="sum")
-        return EvalBatch(float(loss), len(batch["y"]), logits.argmax(1).tolist(), batch["y"].tolist())
+        losses = torch.nn.functional.cross_entropy(logits.float(), batch["y"], reduction="none")
+        return EvalBatch(losses.tolist(), logits.argmax(1).tolist(), batch["y"].tolist())
 
     def score(self, predictions: list, references: list) -> float:
         if not references:

@@ -600,7 +600,7 @@ class SpeechTask(Task):
         return self._ctc_per_sample(model, logits, lengths, batch["labels"].to(logits.device)).mean()
 
     def evaluate_batch(self, model: nn.Module, batch: dict[str, Any]) -> EvalBatch:
-        """CTC loss sum and greedy transcripts of one batch (eval mode, no grad)."""
+        """Per-utterance CTC losses and greedy transcripts of one batch (eval mode, no grad)."""
         was_training = model.training
         model.eval()
         try:
@@ -610,8 +610,7 @@ class SpeechTask(Task):
         finally:
             model.train(was_training)
         return EvalBatch(
-            loss_sum=float(losses.sum()),
-            count=int(losses.numel()),
+            losses=losses.float().tolist(),
             predictions=ctc_greedy_decode(logits, lengths),
             references=list(batch["references"]),
         )
