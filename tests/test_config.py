@@ -70,3 +70,12 @@ def test_full_profile_switches_to_real_sources(tmp_path):
 def test_bad_params_are_named(tmp_path, mutate, needle):
     with pytest.raises(ParamsError, match=needle):
         load_params(write(tmp_path, mutate))
+
+
+def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
+    # `dvc exp run -S tasks.text.lr=3e-5` writes `lr: 3e-05`, a string to YAML 1.1 (PyYAML)
+    text = (REPO / "params.yaml").read_text().replace("lr: 3.0e-4            # a usual", "lr: 3e-05            # a usual", 1)
+    assert "lr: 3e-05" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert load_params(path).tasks["text"].lr == 3e-05

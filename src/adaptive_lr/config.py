@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,30 @@ import yaml
 TASKS = ("vision", "text", "speech")
 SOURCES = ("builtin", "hub", "local")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``3e-05`` is a number, as DVC writes it.
+
+    PyYAML follows YAML 1.1, where a float needs a dot; ``dvc exp run -S tasks.text.lr=3e-5``
+    writes ``3e-05`` into params.yaml, which YAML 1.1 reads as a string.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse params.yaml text the way DVC writes it (see :class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
 
 
 class ParamsError(ValueError):
@@ -174,8 +199,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the repository root)")
-    with path.open() as fh:
-        raw = yaml.safe_load(fh) or {}
+    raw = read_yaml(path.read_text()) or {}
     known_top = {"profile", "profiles", "common", "tasks", "schedules", "ablations"}
     for key in raw:
         if key not in known_top:
