@@ -1,6 +1,11 @@
 """DVC stage train@<task>-<schedule>: train every seed; checkpoints in runs/, dvclive curves in live/."""
 
 import sys
+from pathlib import Path
+
+# the library of *this* tree: a queued `dvc exp run` executes in a copy of the repository, and an
+# editable install would otherwise import the workspace's src/, whatever the experiment's code is
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from adaptive_lr.pipeline import load_params, main_args, run_stage, train_cell
 
