@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from adaptive_lr.compare import collect, compare, mean_std, paired, time_to_target, to_markdown
+from adaptive_lr.compare import aims, collect, compare, mean_std, paired, time_to_target, to_markdown
 from adaptive_lr.config import Params, TaskConfig
 
 
@@ -118,6 +118,9 @@ def test_collect_on_synthetic_runs(synthetic):
         "rank": 1, "of": 2, "first": True, "best_other": "fixed",
         "fastest_other_to_target": None, "epochs_ratio": None, "epochs_aim_met": False,
     }
+    # a tie shares the rank: equal means put ours first together with the other
+    tied = {**out, "schedules": {**out["schedules"], "fixed": {**fixed, "test_metric": dict(ours["test_metric"])}}}
+    assert aims(tied)["rank"] == 1 and aims(tied)["first"] is True
     md = to_markdown({"vision": out})
     assert "**adaptive**" in md and "(0/3)" in md and "adaptive vs fixed" in md and "2.00x" in md
     assert "Ablations on vision" in md and "adaptive_noraise" in md and "Aims on vision: adaptive is 1 of 2" in md
