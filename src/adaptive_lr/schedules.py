@@ -323,9 +323,8 @@ def validate_ablations(raw: dict, schedules_raw: dict) -> dict[str, Any]:
             raise ParamsError(f"ablations.{name}: a schedule has that name; give the ablation another one")
         if not isinstance(over, dict) or not over:
             raise ParamsError(f"ablations.{name}: expected a mapping of the {ABLATED} knobs it changes, got {over!r}")
-        base = schedules_raw.get(ABLATED) or {}
-        knobs_of(ABLATED, over, where=f"ablations.{name}")  # the ablation's own keys, named in any message
-        out[name] = knobs_of(ABLATED, {**base, **over}, where=f"ablations.{name}")
+        # schedules.adaptive was validated already: a bad key or value here is the ablation's own
+        out[name] = knobs_of(ABLATED, {**(schedules_raw.get(ABLATED) or {}), **over}, where=f"ablations.{name}")
     return out
 
 
