@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_lr.compare import OURS, headline, pyplot, save_png
+from adaptive_lr.compare import OURS, _num, headline, pyplot, save_png
 
 DVC = [sys.executable, "-m", "dvc"]  # the dvc of this environment
 META_FIELDS = {"step", "rev", "filename", "field"}
@@ -221,17 +221,13 @@ def sweep_markdown(result: dict) -> str:
     for task, t in result["tasks"].items():
         lrs = ", ".join(f"{label} {result['runs'][label]['lr'][task]:g}" for label in labels)
         rows = [
-            [s, *[_fmt_num(v["by_run"].get(label)) for label in labels], _fmt_num(v["worst_gap"]), "yes" if v["robust"] else "no"]
+            [s, *[_num(v["by_run"].get(label), "{:.3f}") for label in labels], _num(v["worst_gap"], "{:.3f}"), "yes" if v["robust"] else "no"]
             for s, v in t["schedules"].items()
         ]
         lines += [f"### {task}: test {t['metric']} by initial LR ({lrs})", ""]
         lines.append(tabulate(rows, headers=["schedule", *labels, "worst gap to own best", f"within {t['tolerance']}"], tablefmt="github", disable_numparse=True))
         lines.append("")
     return "\n".join(lines)
-
-
-def _fmt_num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
