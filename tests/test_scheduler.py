@@ -5,6 +5,7 @@ possible, for one param group, with numpy; the scheduler must produce the same L
 measurement. Each trace also has its own expectation (raises, lowers, nothing, rolls back).
 """
 
+import copy
 import io
 import math
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptive_lr import AdaptiveLR
+from adaptive_lr import AdaptiveLR, BestState
 
 N = 64  # samples in a synthetic validation probe
 DEFAULTS = dict(factor=0.1, threshold=0.01, min_lr=1e-6, max_lr=1e-2, increase=2.0, patience=2, patience_up=2, z=2.0, divergence=4.0)
@@ -220,3 +221,48 @@ def test_docstring_example_runs():
 
     failures, tried = doctest.testmod(adaptive_lr.scheduler)
     assert tried > 0 and failures == 0
+
+
+def test_best_state_keeps_the_lowest_finite_loss_and_restores_it_exactly():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    best = BestState(model, opt)
+    best.restore()  # nothing kept yet: a no-op
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+
+    def train_step():
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+
+    kept = None
+    for loss in [2.0, 1.0, math.nan, 1.5, 1.0, math.inf]:
+        train_step()
+        if best.update(torch.tensor(loss)):
+            kept = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    assert best.loss == 1.0 and kept is not None  # only the second loss was a new lowest after the first
+    best.restore()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, kept[0][k])
+    state = opt.state_dict()["state"]
+    for i, s in kept[1]["state"].items():
+        assert all(torch.equal(state[i][name], value) for name, value in s.items() if torch.is_tensor(value))
+    # the copy is not a view: training on after a restore leaves the kept state alone
+    train_step()
+    assert not torch.equal(model.weight, best.state["model"]["weight"])
+
+
+def test_best_state_as_the_restore_hook_of_a_rollback():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    best = BestState(model, opt)
+    sched = AdaptiveLR(opt, restore_fn=best.restore)
+    best.update(1.0)
+    sched.step(1.0)
+    good = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.fill_(1e6)  # the weights blew up
+    best.update(math.nan)
+    sched.step(math.nan)
+    assert torch.equal(model.weight, good) and sched.rollbacks == 1 and sched.get_last_lr() == pytest.approx([0.01])

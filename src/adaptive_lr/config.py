@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from adaptive_lr.errors import ParamsError  # noqa: F401 (re-exported: stages and tests import it from here)
+
 TASKS = ("vision", "text", "speech")
 SOURCES = ("builtin", "hub", "local")
 DEVICES = ("auto", "cpu", "cuda")
@@ -47,10 +49,6 @@ _Loader.add_implicit_resolver(
 def read_yaml(text: str) -> Any:
     """Parse params.yaml text the way DVC writes it (see :class:`_Loader`)."""
     return yaml.load(text, Loader=_Loader)
-
-
-class ParamsError(ValueError):
-    """A value in params.yaml is missing, unknown, of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)

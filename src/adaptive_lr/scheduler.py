@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Sequence
 
@@ -16,12 +17,15 @@ def _per_group(value: float | Sequence[float] | None, n: int, name: str) -> list
     return [float(v) for v in value]
 
 
-class AdaptiveLR:
+class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
     """Raise the LR while validation loss improves significantly, cut it when it stops, roll back on divergence.
 
     Use it where you would use ``torch.optim.lr_scheduler.ReduceLROnPlateau``: call
     ``step(val_loss)`` after each validation, as often as you like (the training loop of this
     project calls it several times per epoch, on a small fixed validation probe).
+    It is a ``ReduceLROnPlateau`` by type (none of that class's logic or state is used), so
+    frameworks that feed a plateau scheduler its metric do the same for it: the Hugging Face
+    ``Trainer`` at each evaluation, Lightning with ``{"scheduler": s, "monitor": "val_loss"}``.
 
     ``val_loss`` is a float or 0-dim tensor, or, better, a 1-D tensor (or sequence) of the
     per-sample losses of a *fixed* set of validation samples, in the same order every time.
@@ -108,6 +112,7 @@ class AdaptiveLR:
             raise ValueError(f"divergence should be > 1, got {divergence}")
         if restore_fn is not None and not callable(restore_fn):
             raise ValueError(f"restore_fn should be callable or None, got {restore_fn!r}")
+        # no super().__init__(): the ReduceLROnPlateau base is for frameworks' isinstance checks only
         init = [float(g["lr"]) for g in optimizer.param_groups]
         n = len(init)
         self.min_lrs = [float(v) for v in _per_group(min_lr, n, "min_lr")]
@@ -232,3 +237,49 @@ class AdaptiveLR:
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a state from :meth:`state_dict`."""
         self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "restore_fn")})
+
+
+class BestState:
+    """The weights and optimizer state at the lowest validation loss so far, kept to roll back to.
+
+    Give its :meth:`restore` to :class:`AdaptiveLR` as ``restore_fn`` and call :meth:`update` with
+    every validation loss (before ``step``): a divergence then returns to the best state instead of
+    wasting the run. The copy lives on the CPU (about three times the model's size with Adam).
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        >>> best = BestState(model, opt)
+        >>> sched = AdaptiveLR(opt, restore_fn=best.restore)
+        >>> for val_loss in [1.0, 0.8, float("nan")]:  # the last one diverged
+        ...     best.update(val_loss)
+        ...     sched.step(val_loss)
+        True
+        True
+        False
+        >>> best.loss, sched.rollbacks
+        (0.8, 1)
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        self.model, self.optimizer = model, optimizer
+        self.loss = math.inf
+        self.state: dict | None = None
+
+    def update(self, loss: float | torch.Tensor) -> bool:
+        """Keep a copy of the current state if ``loss`` is finite and the lowest so far; say whether it was."""
+        loss = float(loss)
+        if not (math.isfinite(loss) and loss < self.loss):
+            return False
+        self.loss = loss
+        self.state = {
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+        }
+        return True
+
+    def restore(self) -> None:
+        """Load the kept weights and optimizer state back (nothing to do before the first :meth:`update`)."""
+        if self.state is not None:
+            self.model.load_state_dict(self.state["model"])
+            self.optimizer.load_state_dict(self.state["optimizer"])

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from adaptive_lr.errors import ParamsError
 from adaptive_lr.scheduler import AdaptiveLR
 
 
@@ -179,6 +180,16 @@ def _fixed(params, k: FixedKnobs, ctx: Context) -> Schedule:
     return Schedule(_adam(params, ctx))
 
 
+def _extra(module: str, schedule: str, extra: str):
+    """Import a peer's package, or say which extra brings it (the library itself needs only torch)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"schedule {schedule!r} needs {module.split('.')[0]}: pip install 'adaptive-lr[{extra}]' ({e})") from e
+
+
 def _step(params, k: StepKnobs, ctx: Context) -> Schedule:
     opt = _adam(params, ctx)
     every = max(1, round(k.every * ctx.epochs))
@@ -200,7 +211,7 @@ def _plateau(params, k: PlateauKnobs, ctx: Context) -> Schedule:
 
 
 def _greedy(params, k: GreedyKnobs, ctx: Context) -> Schedule:
-    from transformers.optimization import GreedyLR
+    GreedyLR = _extra("transformers.optimization", "greedy", "hf").GreedyLR
 
     opt = _adam(params, ctx)
     # GreedyLR acts after `patience` evaluations *beyond* the first, hence the -1.
@@ -212,7 +223,7 @@ def _greedy(params, k: GreedyKnobs, ctx: Context) -> Schedule:
 
 
 def _schedulefree(params, k: ScheduleFreeKnobs, ctx: Context) -> Schedule:
-    import schedulefree
+    schedulefree = _extra("schedulefree", "schedulefree", "lab")
 
     warmup = int(k.warmup * ctx.epochs * ctx.steps_per_epoch)
     opt = schedulefree.AdamWScheduleFree(
@@ -250,8 +261,6 @@ def knobs_of(name: str, raw: dict | None, where: str | None = None) -> Any:
 
     ``where`` is the params.yaml path the messages name (default ``schedules.<name>``).
     """
-    from adaptive_lr.config import ParamsError
-
     where = where or f"schedules.{name}"
     if name not in REGISTRY:
         raise ParamsError(f"{where}: unknown schedule; valid schedules: {', '.join(REGISTRY)}")
@@ -278,8 +287,6 @@ def knobs_of(name: str, raw: dict | None, where: str | None = None) -> Any:
 
 
 def _check_knobs(name: str, k: Any, where: str) -> None:
-    from adaptive_lr.config import ParamsError
-
     d = asdict(k)
     rules = {
         "factor": (lambda v: 0 < v < 1, "must lie strictly between 0 and 1"),
@@ -315,8 +322,6 @@ ABLATED = "adaptive"  # the schedule whose parts the ablations switch off
 
 def validate_ablations(raw: dict, schedules_raw: dict) -> dict[str, Any]:
     """Typed knobs of every ablation: ``schedules.adaptive``'s knobs with the ablation's overrides laid on top."""
-    from adaptive_lr.config import ParamsError
-
     out = {}
     for name, over in (raw or {}).items():
         if name in REGISTRY:

@@ -6,7 +6,6 @@ validation-driven schedule see the validation split only.
 
 from __future__ import annotations
 
-import copy
 import gc
 import itertools
 import math
@@ -23,6 +22,7 @@ import torch
 from adaptive_lr import schedules
 from adaptive_lr.config import TaskConfig
 from adaptive_lr.files import save_torch, write_json
+from adaptive_lr.scheduler import BestState
 from adaptive_lr.tasks.base import Task, to_device
 from adaptive_lr.usage import UsageMeter
 
@@ -161,18 +161,11 @@ def train_one(
     model = task.build_model().to(device)
     steps_per_epoch = len(train_batches)
 
-    best_state: dict[str, Any] = {}
-    restore_to: dict[str, torch.optim.Optimizer] = {}  # the optimizer only: no cycle through the schedule
-
-    def restore_best() -> None:
-        # divergence recovery for schedules that ask for it: back to the best weights and optimizer state
-        if best_state:
-            model.load_state_dict(best_state["model"])
-            restore_to["optimizer"].load_state_dict(best_state["optimizer"])
-
-    ctx = schedules.Context(cfg.lr, cfg.weight_decay, cfg.epochs, steps_per_epoch, restore_best)
+    # the restore hook is bound after the optimizer exists; it refers to the optimizer, not the schedule (no cycle)
+    best: BestState | None = None
+    ctx = schedules.Context(cfg.lr, cfg.weight_decay, cfg.epochs, steps_per_epoch, lambda: best.restore())
     sched = schedules.build(knobs, model.parameters(), ctx)
-    restore_to["optimizer"] = sched.optimizer
+    best = BestState(model, sched.optimizer)
     # the probe: the first validation batches, always the same samples (a paired comparison)
     n_probe_batches = sched.probe_batches(len(val_batches))
     probes = probes_per_epoch(sched, steps_per_epoch, n_probe_batches)
@@ -239,16 +232,12 @@ def train_one(
             result.epochs_run = epoch
             elapsed = time.perf_counter() - start
 
-            if not math.isfinite(val_loss) and not (sched.recovers and best_state):
+            if not math.isfinite(val_loss) and not (sched.recovers and best.state is not None):
                 result.diverged_epoch = epoch
                 log(f"{tag} epoch {epoch}: loss is not finite; run recorded as diverged")
                 break
-            if math.isfinite(val_loss) and val_loss < result.best_val_loss:
+            if best.update(val_loss):
                 result.best_val_loss, result.best_val_metric, result.best_epoch = val_loss, val.metric, epoch
-                best_state = {
-                    "model": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}),
-                    "optimizer": copy.deepcopy(sched.optimizer.state_dict()),
-                }
             # the probe's samples are the first validation batches: the end-of-epoch pass holds them
             probe_samples = val.losses[: sum(val.batch_sizes[:n_probe_batches])] if val is not None else None
             t_sched = time.perf_counter()
@@ -288,7 +277,7 @@ def train_one(
     result.usage = meter.stop()
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if best_state:
-        save_torch({"model": best_state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
+    if best.state is not None:
+        save_torch({"model": best.state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
     write_json(asdict(result), live_dir / "result.json")
     return result
