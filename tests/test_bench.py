@@ -1,0 +1,66 @@
+"""The bench scripts run from anywhere on the tiniest settings and print ratios that parse.
+
+No assertion on the figures themselves: they are timings (STYLE.md rule 9).
+"""
+
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+RATIO = re.compile(r"(\d+(?:\.\d+)?)x\b")
+
+# the smallest runs that still go through every code path (probe_share: a budget that allows probes)
+TINY = {
+    "loop_vs_bare.py": ["--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16"],
+    "step_cost.py": ["--sizes", "4", "16", "--length", "5", "--repeats", "1", "--train-steps", "1", "--width", "4"],
+    "probe_share.py": [
+        "--epochs", "2", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16", "--probe-budget", "1",
+    ],
+}
+# the line whose ratio is the script's headline figure
+HEADLINE = {
+    "loop_vs_bare.py": "ratio loop/bare, optimisation samples/s:",
+    "step_cost.py": "ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float):",
+    "probe_share.py": "ratio probe/optim (adaptive):",
+}
+
+
+def _run(tmp_path, script, *args):
+    # from a foreign folder: the scripts find their params and library through their own path
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+
+
+def test_every_bench_script_has_a_smoke_test():
+    assert sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")) == sorted(TINY)
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_help_says_what_it_measures(tmp_path, script):
+    out = _run(tmp_path, script, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout and "--repeats" in out.stdout
+
+
+@pytest.mark.parametrize("script", sorted(TINY))
+def test_tiny_run_prints_finite_positive_ratios(tmp_path, script):
+    out = _run(tmp_path, script, *TINY[script])
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("ratio ")]
+    values = [float(v) for line in lines for v in RATIO.findall(line)]
+    assert lines and values and all(math.isfinite(v) and v >= 0 for v in values), out.stdout
+    (headline,) = [line for line in lines if line.startswith(HEADLINE[script])]
+    assert float(RATIO.findall(headline)[0]) > 0, headline
+    assert "machine:" in out.stdout  # figures come with where they were measured
+    assert not list(tmp_path.iterdir())  # nothing left behind in the working folder
+
+
+def test_bad_option_is_a_usage_error(tmp_path):
+    out = _run(tmp_path, "probe_share.py", "--epochs", "1")
+    assert out.returncode == 2 and "--epochs must be >= 2" in out.stderr
