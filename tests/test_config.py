@@ -65,11 +65,67 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["ablations"].update(adaptive_x={}), "ablations.adaptive_x: expected a mapping"),
         (lambda r: r["ablations"].update(adaptive_x={"probe_size": 0.0}), r"ablations.adaptive_x.probe_size = 0.0: must lie in \(0, 1\]"),
         (lambda r: r["schedules"]["adaptive"].update(probes=-1), "schedules.adaptive.probes"),
+        # the initial LR: zero, not a number, per task
+        (lambda r: r["common"].update(lr=0), r"common.lr = 0.0: must be a positive number"),
+        (lambda r: r["common"].update(lr=float("nan")), r"common.lr = nan: must be a positive number"),
+        (lambda r: r["common"].update(lr="fast"), r"common.lr: expected a number, got 'fast'"),
+        (lambda r: r["tasks"]["text"].update(lr=0.0), r"tasks.text.lr = 0.0: must be a positive number"),
+        # a schedule's floor above a task's initial LR (the task's own, or common's)
+        (lambda r: r["schedules"]["plateau"].update(min_lr=0.01), r"schedules.plateau.min_lr = 0.01: above the initial LR of task \w+ \((tasks.\w+|common).lr = [-.\de]+\); must not exceed it"),
+        (lambda r: r["common"].update(lr=5e-7), r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(common.lr = 5e-07\)"),
+        (lambda r: r["schedules"]["cosine"].update(min_lr=5e-4), r"schedules.cosine.min_lr = 0.0005: above the initial LR of task (text|speech) \(tasks.(text|speech).lr = 0.0003\)"),
+        (lambda r: r["tasks"].update(vision=dict(r["tasks"]["vision"], lr=1e-7)), r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(tasks.vision.lr = 1e-07\)"),
+        (lambda r: r["schedules"]["greedy"].update(min_lr=1.0), "schedules.greedy.min_lr = 1.0: above"),
+        (lambda r: r["schedules"]["adaptive"].update(min_lr=1.0), "schedules.adaptive.min_lr = 1.0: above"),
+        (lambda r: r["ablations"].update(adaptive_x={"min_lr": 1.0}), "ablations.adaptive_x.min_lr = 1.0: above"),
+        # factor outside (0, 1) for every schedule that has one; step's gamma in (0, 1]
+        (lambda r: r["schedules"]["plateau"].update(factor=0.0), r"schedules.plateau.factor = 0.0: must lie strictly between 0 and 1"),
+        (lambda r: r["schedules"]["greedy"].update(factor=1.0), r"schedules.greedy.factor = 1.0: must lie strictly between 0 and 1"),
+        (lambda r: r["schedules"]["step"].update(gamma=0.0), r"schedules.step.gamma = 0.0: must lie in \(0, 1\]"),
+        (lambda r: r["schedules"]["greedy"].update(threshold=-0.01), "schedules.greedy.threshold = -0.01: must be >= 0"),
+        (lambda r: r["schedules"]["adaptive"].update(threshold=-1.0), "schedules.adaptive.threshold = -1.0: must be >= 0"),
+        (lambda r: r["common"].update(validation_split=0.0), "common.validation_split = 0.0: must lie strictly between 0 and 1"),
+        (lambda r: r["tasks"]["vision"].update(validation_split=1.0), "tasks.vision.validation_split = 1.0: must lie strictly"),
+        (lambda r: r["common"].update(seeds=[0, 0]), r"common.seeds = \[0, 0\]: seeds must be distinct"),
+        (lambda r: r["common"].update(seeds="0"), "common.seeds: expected a list of integers, got '0'"),
+        (lambda r: r["tasks"]["speech"].update(batch_size=-1), "tasks.speech.batch_size = -1: must be >= 1"),
+        (lambda r: r["tasks"]["vision"].update(epochs=0), "tasks.vision.epochs = 0: must be >= 1"),
+        (lambda r: r["common"].update(device="gpu"), "common.device = 'gpu': must be one of auto, cpu, cuda"),
+        (lambda r: r["common"].update(amp="yes"), "common.amp: expected true or false, got 'yes'"),
+        (lambda r: r["schedules"]["plateau"].update(patience=1.5), "schedules.plateau.patience: expected int, got 1.5"),
+        # typos and kinds one level down: a task's own keys, its data and model knobs
+        (lambda r: r["tasks"]["vision"].update(epocs=3), "tasks.vision.epocs: unknown key; known keys: amp, batch_size"),
+        (lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3), "tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise"),
+        (lambda r: r["tasks"]["speech"]["model"].update(hiden_size=3), "tasks.speech.model.hiden_size: unknown key"),
+        (lambda r: r["tasks"]["vision"]["data"].update(noise="high"), "tasks.vision.data.noise: expected a number, got 'high'"),
+        (lambda r: r["tasks"]["speech"]["data"].update(words="ten"), "tasks.speech.data.words: expected a number or a list, got 'ten'"),
+        (lambda r: r["tasks"]["text"]["model"].update(name=3), "tasks.text.model.name: expected a string, got 3"),
+        (lambda r: r.update(schedule={}), "schedule: unknown top-level key; known keys: ablations, common"),
+        # a section that is not a mapping
+        (lambda r: r.update(common=[1]), r"common: expected a mapping of keys, got \[1\]"),
+        (lambda r: r["tasks"].update(vision=3), "tasks.vision: expected a mapping of keys, got 3"),
+        (lambda r: r.update(schedules=["fixed"]), "schedules: expected a mapping of keys"),
+        # a bad value in the active profile's block: the message says the profile was laid over
+        (lambda r: r.update(profile="full") or r["profiles"]["full"]["tasks"]["vision"].update(epochs=0),
+         r"tasks.vision.epochs = 0: must be >= 1 \(with profiles.full laid over params.yaml\)"),
     ],
 )
 def test_bad_params_are_named(tmp_path, mutate, needle):
     with pytest.raises(ParamsError, match=needle):
         load_params(write(tmp_path, mutate))
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("common:\n  lr: 1.0e-3\n   batch_size: 3\n", r"params.yaml: not valid YAML at line 3 \(mapping values are not allowed here\)"),
+        ("- vision\n- text\n", r"params.yaml: expected a mapping of keys, got \['vision', 'text'\]"),
+    ],
+)
+def test_a_file_that_is_no_params_mapping_is_named(tmp_path, text, needle):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=needle):
+        load_params(tmp_path / "params.yaml")
 
 
 def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):

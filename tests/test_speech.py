@@ -182,6 +182,10 @@ def test_local_bad_input_is_named(tmp_path, train_rows, columns, message):
 def test_unknown_knob_is_rejected():
     with pytest.raises(ParamsError, match="n_utterances"):
         SpeechTask(_cfg(data={"n_utterances": 3}))
+    with pytest.raises(ParamsError, match=r"tasks.speech.data.rate: expected a number or a list, got 'fast'"):
+        SpeechTask(_cfg(data={"rate": "fast"}))
+    with pytest.raises(ParamsError, match=r"tasks.speech.data.pitch = \[70, 30\]: expected a number or \[low, high\] with low <= high"):
+        SpeechTask(_cfg(data={"pitch": [70, 30], "n_train": 2, "n_test": 1}))._synth_many(None, np.random.default_rng(0), ["go"], ["en"], 1)
     with pytest.raises(DataError, match="quote yes/no"):
         SpeechTask(_cfg(data={"words": [True, "go"]}))._words()
 

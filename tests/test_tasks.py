@@ -88,7 +88,18 @@ def test_vision_local_missing_column_names_file_and_column(tmp_path, tiny_vision
     _cifar_parquet(src, 5, columns=("img",)).to_parquet(str(src / "train-0.parquet"))
     _cifar_parquet(src, 5, columns=("img",)).to_parquet(str(src / "test-0.parquet"))
     task = get_task("vision", replace(tiny_vision_cfg, source="local", path=str(src)))
-    with pytest.raises(DataError, match="missing column 'label'"):
+    with pytest.raises(DataError, match=r"train-0\.parquet: missing column 'label'"):
+        task.prepare(tmp_path / "out", seed=0)
+
+
+def test_vision_local_wrong_type_names_file_and_column(tmp_path, tiny_vision_cfg):
+    src = tmp_path / "cifar"
+    src.mkdir()
+    rows = {"img": ["cat.png"] * 5, "label": [0, 1, 2, 3, 4]}  # file names, not the images
+    for split in ("train", "test"):
+        datasets.Dataset.from_dict(rows).to_parquet(str(src / f"{split}-0.parquet"))
+    task = get_task("vision", replace(tiny_vision_cfg, source="local", path=str(src)))
+    with pytest.raises(DataError, match=r"train-0\.parquet: column 'img' holds string, expected struct"):
         task.prepare(tmp_path / "out", seed=0)
 
 
@@ -127,7 +138,7 @@ def test_text_local_wrong_type_names_column(tmp_path, tiny_text_cfg):
     bad = {"text": [1, 2, 3, 4], "label": [0, 1, 0, 1]}
     datasets.Dataset.from_dict(bad).to_parquet(str(src / "train-0.parquet"))
     datasets.Dataset.from_dict(bad).to_parquet(str(src / "test-0.parquet"))
-    with pytest.raises(DataError, match="column 'text'"):
+    with pytest.raises(DataError, match=r"train-0\.parquet: column 'text' holds int64, expected string"):
         get_task("text", replace(tiny_text_cfg, source="local", path=str(src))).prepare(tmp_path / "out", seed=0)
 
 

@@ -185,6 +185,12 @@ def _num(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _diverged(v: dict) -> str:
+    """How many seeds of a schedule diverged, and at which epochs."""
+    epochs = [str(r["diverged_epoch"]) for r in v["per_seed"].values() if r["diverged_epoch"] is not None]
+    return f"{len(epochs)} (epoch {', '.join(epochs)})" if epochs else "0"
+
+
 def _best(entry: dict) -> str | None:
     means = {s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None}
     return (max if entry["higher_is_better"] else min)(means, key=means.get) if means else None
@@ -232,7 +238,7 @@ def to_markdown(comparison: dict) -> str:
                 f"{_fmt(v['best_val_loss'])} @ {_num(v['best_epoch']['mean'], '{:.1f}')}",
                 f"{_fmt(v['epochs_to_target'], 1)} ({v['epochs_to_target']['reached']}/{v['seeds']})",
                 _fmt(v["seconds_to_target"], 1),
-                v["diverged"],
+                _diverged(v),
             ])
         lines += ["", f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; target val loss {entry['target_val_loss']})", ""]
         lines.append(tabulate(rows, headers=["schedule", f"test {metric}", "test loss", "best val loss @ epoch", "epochs to target (reached)", "seconds to target", "diverged"], tablefmt="github"))
@@ -267,7 +273,7 @@ def to_markdown(comparison: dict) -> str:
             vs = entry.get(f"{OURS}_vs", {})
             rows = [
                 [a, _fmt(v["test_metric"]), f"{_fmt(v['epochs_to_target'], 1)} ({v['epochs_to_target']['reached']}/{v['seeds']})",
-                 _fmt(v["best_val_loss"]), v["diverged"],
+                 _fmt(v["best_val_loss"]), _diverged(v),
                  _num(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"), vs.get(a, {}).get("test_metric", {}).get("verdict", "-")]
                 for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
             ]
@@ -276,7 +282,8 @@ def to_markdown(comparison: dict) -> str:
         if "aims" in entry:
             a = entry["aims"]
             ratio = f"not measurable (not every seed of {OURS} reached the target)" if a["epochs_ratio"] is None else f"{a['epochs_ratio']:.2f}x ({a['fastest_other_to_target']})"
-            lines += ["", f"Aims on {task}: {OURS} is {a['rank']} of {a['of']} on test {metric} (best other: {a['best_other']}); epochs to target vs the fastest other schedule: {ratio}. Aims: first, and ≤ {EPOCHS_AIM}x."]
+            place = f"is {a['rank']} of {a['of']}" if a["rank"] is not None else "has no test metric (every seed diverged)"
+            lines += ["", f"Aims on {task}: {OURS} {place} on test {metric} (best other: {a['best_other']}); epochs to target vs the fastest other schedule: {ratio}. Aims: first, and ≤ {EPOCHS_AIM}x."]
         lines += ["", f"![validation loss, {task}](../plots/val_loss_{task}.png)", f"![learning rate, {task}](../plots/lr_{task}.png)"]
     lines += ["", "![time to target](../plots/time_to_target.png)", "![overhead](../plots/overhead.png)"]
     if any(entry.get("ablations") for entry in comparison.values()):
@@ -454,7 +461,7 @@ def _plot_overhead(comparison: dict, root: Path) -> Path:
             rel = entry["schedules"][s].get("relative_to_fixed", {}).get("seconds_per_epoch")
             if rel is not None:
                 ax.text(left[i], i, f" {rel:.2f}x", va="center", fontsize=8)
-        ax.set_xlim(0, left.max() * 1.18)
+        ax.set_xlim(0, max(left.max(), 1e-9) * 1.18)  # every run diverged: no time to show
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlabel("seconds per epoch (mean over seeds); label: x fixed")

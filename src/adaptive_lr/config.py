@@ -101,6 +101,15 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _mapping(where: str, value: Any) -> dict:
+    """A section of params.yaml: a mapping (null is an empty one), or ParamsError naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ParamsError(f"{where}: expected a mapping of keys, got {value!r}")
+    return value
+
+
 def _check_type(where: str, value: Any, expected: Any) -> Any:
     """Coerce ``value`` to the annotated type, or raise ParamsError naming ``where``."""
     if expected in ("int",):
@@ -157,21 +166,19 @@ def _check_ranges(where: str, cfg: Common) -> None:
     for key, ok, msg in checks:
         if not ok:
             raise ParamsError(f"{where}.{key} = {getattr(cfg, key)!r}: {msg}")
-    if not isinstance(cfg, TaskConfig):
-        return
-    if cfg.source == "local" and not cfg.path:
-        raise ParamsError(f"{where}.path: source 'local' needs a path to the local files")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ParamsError(f"{where}.seeds = {list(cfg.seeds)!r}: seeds must be distinct")
+    if isinstance(cfg, TaskConfig) and cfg.source == "local" and not cfg.path:
+        raise ParamsError(f"{where}.path: source 'local' needs a path to the local files")
 
 
 def resolve_task(raw: dict, task: str) -> TaskConfig:
     """Merge ``common`` with ``tasks.<task>`` and validate every key."""
-    common = raw.get("common") or {}
-    tasks = raw.get("tasks") or {}
+    common = _mapping("common", raw.get("common"))
+    tasks = _mapping("tasks", raw.get("tasks"))
     if task not in tasks:
         raise ParamsError(f"tasks.{task}: missing; params.yaml defines tasks {sorted(tasks)}")
-    own = tasks[task] or {}
+    own = _mapping(f"tasks.{task}", tasks[task])
     types = {f.name: f.type for f in fields(TaskConfig)}
     common_keys = {f.name for f in fields(Common)}
     values: dict[str, Any] = {"task": task}
@@ -197,25 +204,56 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the repository root)")
-    raw = read_yaml(path.read_text()) or {}
+    try:
+        raw = _mapping(str(path), read_yaml(path.read_text()))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ParamsError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc})") from exc
     known_top = {"profile", "profiles", "common", "tasks", "schedules", "ablations"}
     for key in raw:
         if key not in known_top:
             raise ParamsError(f"{key}: unknown top-level key; known keys: {', '.join(sorted(known_top))}")
     profile = raw.get("profile", "default")
-    profiles = raw.get("profiles") or {}
+    profiles = _mapping("profiles", raw.get("profiles"))
     if profile != "default":
-        if profile not in profiles:
+        if not isinstance(profile, str) or profile not in profiles:
             raise ParamsError(f"profile = {profile!r}: unknown; choose default or one of {sorted(profiles)}")
-        raw = _deep_merge(raw, profiles[profile])
-    tasks_raw = raw.get("tasks") or {}
+        raw = _deep_merge(raw, _mapping(f"profiles.{profile}", profiles[profile]))
+    try:
+        return _validate(raw, profile)
+    except ParamsError as exc:
+        if profile == "default":
+            raise
+        # the key may hold its bad value in the profile's block, not where the message points
+        raise ParamsError(f"{exc} (with profiles.{profile} laid over params.yaml)") from exc
+
+
+def _validate(raw: dict, profile: str) -> Params:
+    """Typed, checked settings of ``raw`` (params.yaml with the active profile merged in)."""
+    tasks_raw = _mapping("tasks", raw.get("tasks"))
     for task in tasks_raw:
         if task not in TASKS:
             raise ParamsError(f"tasks.{task}: unknown task; valid tasks: {', '.join(TASKS)}")
     tasks = {task: resolve_task(raw, task) for task in tasks_raw}
-    from adaptive_lr.schedules import validate_ablations, validate_schedules  # late import: they import torch
+    # late imports: they import torch
+    from adaptive_lr.schedules import validate_ablations, validate_schedules
+    from adaptive_lr.tasks import get_task
 
-    schedules_raw = raw.get("schedules") or {}
+    for task, cfg in tasks.items():
+        get_task(task, cfg)  # checks the keys and kinds under tasks.<task>.data and .model
+    schedules_raw = _mapping("schedules", raw.get("schedules"))
     schedules = validate_schedules(schedules_raw)
-    ablations = validate_ablations(raw.get("ablations") or {}, schedules_raw)
+    ablations = validate_ablations(_mapping("ablations", raw.get("ablations")), schedules_raw)
+    _check_min_lr(raw, tasks, {**{f"schedules.{n}": k for n, k in schedules.items()}, **{f"ablations.{n}": k for n, k in ablations.items()}})
     return Params(profile=profile, tasks=tasks, schedules={**schedules, **ablations}, ablations=tuple(ablations))
+
+
+def _check_min_lr(raw: dict, tasks: dict[str, TaskConfig], knobs: dict[str, Any]) -> None:
+    """A schedule's floor (``min_lr``) must not lie above a task's initial LR: its first cut would raise the LR."""
+    for where, k in knobs.items():
+        for task, cfg in tasks.items():
+            if getattr(k, "min_lr", None) is not None and k.min_lr > cfg.lr:
+                own = (raw.get("tasks") or {}).get(task) or {}
+                lr_key = f"tasks.{task}.lr" if own.get("lr") is not None else "common.lr"
+                raise ParamsError(f"{where}.min_lr = {k.min_lr!r}: above the initial LR of task {task} ({lr_key} = {cfg.lr!r}); must not exceed it")

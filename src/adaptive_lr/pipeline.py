@@ -19,6 +19,12 @@ from adaptive_lr.files import write_json
 from adaptive_lr.train import evaluate, resolve_device, train_one
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
+RESUME = ".resume"  # runs/.resume/<task>/<schedule>/seed<k>.pt: state of an unfinished train stage
+# what evaluate reads of train's result.json (train.RunResult)
+RESULT_KEYS = (
+    "best_val_loss", "best_epoch", "epochs_run", "diverged_epoch", "usage",
+    "optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "probes",
+)
 
 
 def log(msg: str) -> None:
@@ -35,6 +41,36 @@ def task_config(params: Params, task: str) -> TaskConfig:
     if task not in params.tasks:
         raise ParamsError(f"task {task!r}: not in params.yaml tasks ({', '.join(params.tasks)})")
     return params.tasks[task]
+
+
+def producer(path: Path) -> str | None:
+    """The DVC stage that writes ``path`` (relative to the repository root); None outside the pipeline's folders."""
+    from adaptive_lr.schedules import REGISTRY
+
+    parts = Path(path).parts
+    if len(parts) < 2 or parts[1].startswith("."):  # a stage's temporary or resume files: no stage's output
+        return None
+    if parts[0] == DATA.name:
+        return f"prepare@{parts[1]}"
+    if len(parts) >= 3 and parts[0] in (RUNS.name, LIVE.name, METRICS.name):
+        stage = "evaluate" if parts[0] == METRICS.name else "train"
+        # the ablations of adaptive are cells of their own stages (dvc.yaml: train_ablation, evaluate_ablation)
+        return f"{stage}{'' if parts[2] in REGISTRY else '_ablation'}@{parts[1]}-{parts[2]}"
+    return None
+
+
+def _read_json(path: Path, keys: tuple[str, ...], stage: str) -> dict:
+    """A JSON record another stage wrote, or DataError saying to re-run ``stage``."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: missing; run `dvc repro {stage}`") from exc
+    except ValueError as exc:  # truncated or not JSON
+        raise DataError(f"{path}: unreadable ({exc}); run `dvc repro -f {stage}`") from exc
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise DataError(f"{path}: lacks {', '.join(missing)}; run `dvc repro -f {stage}`")
+    return record
 
 
 def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]:
@@ -67,37 +103,51 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
     _threads(cfg)
     t = get_task(task, cfg)
     results = []
+    # per-epoch resume states, outside the stage's outputs (DVC deletes those before re-running a stage);
+    # kept until every seed of the cell is done, so a killed stage, run again, continues where it was
+    resume_dir = root / RUNS / RESUME / task / schedule
     for seed in cfg.seeds:
         run_dir = root / RUNS / task / schedule / f"seed{seed}"
         live_dir = root / LIVE / task / schedule / f"seed{seed}"
         for d in (run_dir, live_dir):
             shutil.rmtree(d, ignore_errors=True)
-        r = train_one(t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log)
+        r = train_one(
+            t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log,
+            resume_path=resume_dir / f"seed{seed}.pt",
+        )
         log(
             f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
             f"{r.epochs_run} epochs, {r.usage['wall_seconds']:.1f}s"
         )
         results.append(r)
+    shutil.rmtree(resume_dir, ignore_errors=True)
     return results
 
 
 def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
     """Test-split metrics of each seed's best checkpoint into metrics/<task>/<schedule>/<seed>.json."""
     cfg = task_config(params, task)
+    if schedule not in params.schedules:
+        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
     _threads(cfg)
     t = get_task(task, cfg)
     device = resolve_device(cfg.device)
     test = t.load(root / DATA / task, "test")
+    stage = producer(RUNS / task / schedule)
     out = []
     for seed in cfg.seeds:
         ckpt_path = root / RUNS / task / schedule / f"seed{seed}" / "model.pt"
-        train = json.loads((root / LIVE / task / schedule / f"seed{seed}" / "result.json").read_text())
+        train = _read_json(root / LIVE / task / schedule / f"seed{seed}" / "result.json", RESULT_KEYS, stage)
         record = {"task": task, "schedule": schedule, "seed": seed, "metric": t.metric}
+        if train["best_epoch"] and not ckpt_path.exists():
+            raise DataError(f"{ckpt_path}: missing (the run has a best epoch, {train['best_epoch']}); run `dvc repro {stage}`")
         if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, weights_only=False)
             torch.manual_seed(seed)
             model = t.build_model()
-            model.load_state_dict(ckpt["model"])
+            try:
+                model.load_state_dict(torch.load(ckpt_path, weights_only=False)["model"])
+            except Exception as exc:  # truncated, foreign, or from another model size
+                raise DataError(f"{ckpt_path}: unusable ({' '.join(str(exc).split())[:200]}); run `dvc repro -f {stage}`") from exc
             model.to(device)
             ev = evaluate(t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp)
             record.update(
@@ -124,12 +174,24 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
 
 
 def run_stage(fn: Callable[[], object]) -> None:
-    """Run a stage body; bad params or data stop with one readable line and exit code 2."""
+    """Run a stage body; bad params or data stop with one readable line and exit code 2.
+
+    A missing input file in the pipeline's folders (another stage's output) is bad data too:
+    the line says which stage writes it.
+    """
     try:
         fn()
     except (ParamsError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        message = str(exc)
+    except FileNotFoundError as exc:
+        stage = producer(Path(exc.filename)) if exc.filename else None
+        if stage is None:
+            raise
+        message = f"{exc.filename}: missing; run `dvc repro {stage}`"
+    else:
+        return
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)  # one line, whatever the message holds
+    sys.exit(2)
 
 
 def main_args(argv: list[str], names: tuple[str, ...], usage: str) -> list[str]:

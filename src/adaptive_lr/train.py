@@ -7,6 +7,7 @@ validation-driven schedule see the validation split only.
 from __future__ import annotations
 
 import gc
+import hashlib
 import itertools
 import math
 import random
@@ -130,6 +131,7 @@ class RunResult:
     lr_trace: list = field(default_factory=list)
     # machine cost of the whole run (UsageMeter.stop): wall_seconds, cpu_util, peak_rss_mb, ...
     usage: dict = field(default_factory=dict)
+    checkpoint_seconds: float = 0.0  # writing the per-epoch resume state (not in `elapsed`)
 
 
 def train_one(
@@ -142,11 +144,18 @@ def train_one(
     run_dir: Path,
     live_dir: Path,
     log: Callable[[str], None] = print,
+    resume_path: Path | None = None,
 ) -> RunResult:
     """Train ``task`` with ``schedule_name`` for one seed.
 
     Writes the best checkpoint to ``run_dir/model.pt``, and the dvclive curves (step = epoch)
     and ``result.json`` (a :class:`RunResult`) to ``live_dir``.
+
+    With ``resume_path``, the whole state of the run (model, optimizer and schedule, the best state,
+    RNG states, the curves so far) is saved there at the end of every epoch, and a run that finds
+    a state of the same run there (same task settings, knobs, seed, data and code) continues from
+    it, to the same result as an uninterrupted run; a finished run's state is kept too, so a re-run
+    rewrites its outputs without training. The caller deletes the state when it is no longer needed.
     """
     from dvclive import Live
 
@@ -155,9 +164,10 @@ def train_one(
     gc.collect()
     device = resolve_device(cfg.device)
     generator = seed_everything(seed)
+    val_generator = torch.Generator().manual_seed(seed)
     train_set, val_set = task.load(data_dir, "train"), task.load(data_dir, "val")
     train_batches = task.batches(train_set, cfg.batch_size, True, generator)
-    val_batches = task.batches(val_set, cfg.batch_size, False, torch.Generator().manual_seed(seed))
+    val_batches = task.batches(val_set, cfg.batch_size, False, val_generator)
     model = task.build_model().to(device)
     steps_per_epoch = len(train_batches)
 
@@ -179,14 +189,45 @@ def train_one(
         if not result.lr_trace or result.lr_trace[-1][1] != sched.lr:
             result.lr_trace.append([round(position, 4), sched.lr])
 
+    rows: list[dict[str, float]] = []  # what dvclive logged at each epoch (a resumed run logs it again)
+    first_epoch, done, before = 1, False, {}
+    key = run_key(task, cfg, schedule_name, knobs, seed, data_dir) if resume_path is not None else ""
+    saved = load_run_state(resume_path, key, log, tag) if resume_path is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        sched.load_state_dict(saved["schedule"])
+        best.loss, best.state = saved["best_loss"], saved["best_state"]
+        result = RunResult(**saved["result"])
+        rows, done, before = saved["rows"], saved["done"], saved["usage"]
+        first_epoch = result.epochs_run + 1
+        set_rng_state(saved["rng"], generator, val_generator)
+        log(f"{tag} resumed after epoch {result.epochs_run}" + (" (finished: rewriting its outputs)" if done else ""))
+    else:
+        note_lr(0.0)
+
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    for epoch, row in enumerate(rows, start=1):
+        log_epoch(live, epoch, row)
     meter = UsageMeter(device).start()
     start = time.perf_counter()
-    note_lr(0.0)
-    if probes:
+    ckpt_s = 0.0  # writing the resume state is not training: kept out of the seconds-to-target clock
+    elapsed0 = result.elapsed[-1] if result.elapsed else 0.0
+
+    def save_state(finished: bool) -> float:
+        t = time.perf_counter()
+        state = {
+            "key": key, "done": finished, "model": model.state_dict(), "schedule": sched.state_dict(),
+            "best_loss": best.loss, "best_state": best.state, "result": asdict(result), "rows": rows,
+            "usage": result.usage if finished else combine_usage(before, meter.stop()),
+            "rng": rng_state(generator, val_generator),
+        }
+        save_torch(state, resume_path)
+        return time.perf_counter() - t
+
+    if probes and not done:
         log(f"{tag} {probes} validation probe(s) per epoch from epoch 2, on {n_probe_batches} of {len(val_batches)} validation batches")
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first_epoch, cfg.epochs + 1) if not done else ():
             lr_used = sched.lr
             t0 = time.perf_counter()
             model.train()
@@ -230,7 +271,7 @@ def train_one(
             val_loss = val.loss if val is not None else math.nan
             val_s = val.seconds if val is not None else 0.0
             result.epochs_run = epoch
-            elapsed = time.perf_counter() - start
+            elapsed = elapsed0 + time.perf_counter() - start - ckpt_s
 
             if not math.isfinite(val_loss) and not (sched.recovers and best.state is not None):
                 result.diverged_epoch = epoch
@@ -252,17 +293,13 @@ def train_one(
             result.val_loss.append(val_loss)
             result.elapsed.append(elapsed)
             result.lr.append(lr_used)
-            live.step = epoch  # x = epoch in `dvc plots`
-            live.log_metric("train/loss", loss_sum / max(n_batches, 1))
-            live.log_metric("val/loss", val_loss)
-            live.log_metric(metric_key, val.metric if val is not None else math.nan)
-            live.log_metric("lr", lr_used)
-            live.log_metric("time/train_s", train_s)
-            live.log_metric("time/val_s", val_s)
-            live.log_metric("time/probe_s", probe_s)
-            live.log_metric("time/sched_s", sched_s)
-            live.log_metric("time/elapsed_s", elapsed)
-            live.next_step()
+            rows.append({
+                "train/loss": loss_sum / max(n_batches, 1), "val/loss": val_loss,
+                metric_key: val.metric if val is not None else math.nan, "lr": lr_used,
+                "time/train_s": train_s, "time/val_s": val_s, "time/probe_s": probe_s, "time/sched_s": sched_s,
+                "time/elapsed_s": elapsed,
+            })
+            log_epoch(live, epoch, rows[-1])
             log(
                 f"{tag} epoch {epoch:>2}/{cfg.epochs} train/loss {loss_sum / max(n_batches, 1):.4f} "
                 f"val/loss {val_loss:.4f} {metric_key} {val.metric if val is not None else math.nan:.4f} "
@@ -272,12 +309,90 @@ def train_one(
                 result.stopped_early = True
                 log(f"{tag} early stop: no better val/loss for {cfg.patience} epochs")
                 break
+            if resume_path is not None and epoch < cfg.epochs:
+                ckpt_s += save_state(False)
     finally:
         live.end()
-    result.usage = meter.stop()
+    result.checkpoint_seconds += ckpt_s
+    result.usage = combine_usage(before, meter.stop()) if not done else before
+    if resume_path is not None and not done:
+        save_state(True)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if best.state is not None:
         save_torch({"model": best.state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
     write_json(asdict(result), live_dir / "result.json")
     return result
+
+
+def log_epoch(live, epoch: int, row: dict[str, float]) -> None:
+    """One epoch's metrics into dvclive, at step = epoch (x = epoch in `dvc plots`)."""
+    live.step = epoch
+    for name, value in row.items():
+        live.log_metric(name, value)
+    live.next_step()
+
+
+# resume ---------------------------------------------------------------------------------
+def run_key(task: Task, cfg: TaskConfig, schedule_name: str, knobs: Any, seed: int, data_dir: Path) -> str:
+    """What a saved run state must match to be continued: settings, knobs, seed, data files and our code."""
+    h = hashlib.sha256(repr((task.name, cfg, schedule_name, knobs, seed, torch.__version__)).encode())
+    package = Path(__file__).resolve().parent
+    for path in sorted(Path(data_dir).rglob("*")) + sorted(package.rglob("*.py")):
+        if path.is_file():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def load_run_state(path: Path, key: str, log: Callable[[str], None], tag: str) -> dict | None:
+    """The saved state at ``path`` if it belongs to this run (``key``), else None (and the file is removed)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=False)
+    except Exception as exc:  # a state that cannot be read is no state: start afresh
+        log(f"{tag} {path}: unreadable resume state ({type(exc).__name__}); starting afresh")
+        path.unlink()
+        return None
+    if state.get("key") != key:
+        log(f"{tag} {path}: saved by a run with other settings, data or code; starting afresh")
+        path.unlink()
+        return None
+    return state
+
+
+def rng_state(*generators: torch.Generator) -> dict:
+    """Every random state a run draws from: Python, NumPy, torch (CPU and CUDA) and the loop's generators."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def set_rng_state(state: dict, *generators: torch.Generator) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for g, s in zip(generators, state["generators"]):
+        g.set_state(s)
+
+
+def combine_usage(before: dict, after: dict) -> dict:
+    """The machine cost of a run done in two parts (before and after a resume)."""
+    if not before:
+        return after
+    out = dict(after)
+    out["wall_seconds"] = before["wall_seconds"] + after["wall_seconds"]
+    out["cpu_seconds"] = before["cpu_seconds"] + after["cpu_seconds"]
+    out["cpu_util"] = out["cpu_seconds"] / out["wall_seconds"] if out["wall_seconds"] > 0 else None
+    for k in ("peak_rss_mb", "gpu_peak_mb"):
+        values = [v for v in (before.get(k), after.get(k)) if v is not None]
+        out[k] = max(values) if values else None
+    out["gpu_util"] = after["gpu_util"] if after.get("gpu_util") is not None else before.get("gpu_util")
+    return out

@@ -19,6 +19,15 @@ from torch import nn
 SPLITS = ("train", "val", "test")
 
 
+def kind(value: Any) -> str:
+    """The YAML kind of a params.yaml value, as the messages name it."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
 @dataclass
 class EvalBatch:
     """What a task returns for one evaluated batch.
@@ -59,6 +68,9 @@ class Task(abc.ABC):
     higher_is_better: bool = True
     data_defaults: dict = {}  # every key allowed under tasks.<name>.data, with its default
     model_defaults: dict = {}  # every key allowed under tasks.<name>.model, with its default
+    # the kinds (see :func:`kind`) a data or model key accepts besides null, where its default's kind is not
+    # the answer (a null default, or a key that takes either of two kinds)
+    knob_kinds: dict = {}
 
     def __init__(self, cfg: Any):
         from adaptive_lr.config import ParamsError
@@ -70,6 +82,10 @@ class Task(abc.ABC):
                 raise ParamsError(
                     f"tasks.{self.name}.{part}.{unknown[0]}: unknown key; known keys: {', '.join(defaults)}"
                 )
+            for key, value in (getattr(cfg, part) or {}).items():
+                allowed = self.knob_kinds.get(key) or ((kind(defaults[key]),) if defaults[key] is not None else ())
+                if value is not None and allowed and kind(value) not in allowed:
+                    raise ParamsError(f"tasks.{self.name}.{part}.{key}: expected {' or '.join(allowed)}, got {value!r}")
         self.knobs = {**self.data_defaults, **(cfg.data or {})}
         self.model_knobs = {**self.model_defaults, **(cfg.model or {})}
 

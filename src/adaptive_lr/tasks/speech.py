@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptive_lr.errors import ParamsError
 from adaptive_lr.tasks.base import EvalBatch, Task
 from adaptive_lr.files import save_torch
 from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
@@ -227,7 +228,7 @@ class _Espeak:
         """Speak ``text``; return float32 samples at :attr:`sample_rate`."""
         if voice != self._voice:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ValueError(f"espeak-ng has no voice {voice!r} (e.g. 'en', 'en-us', 'en-us+f3', 'en-029')")
+                raise ParamsError(f"tasks.speech.data.voices: espeak-ng has no voice {voice!r} (e.g. 'en', 'en-us', 'en-us+f3', 'en-029')")
             self._voice = voice
         self._lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE
         self._lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
@@ -254,9 +255,12 @@ def _trim(wave: np.ndarray, sr: int, threshold: float = 0.02, margin_s: float = 
 
 
 def _uniform(rng: np.random.Generator, bounds: Any, name: str) -> float:
-    lo, hi = (bounds, bounds) if isinstance(bounds, (int, float)) else bounds
-    if hi < lo:
-        raise ValueError(f"data.{name} = {bounds!r}: expected [low, high] with low <= high")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if number(bounds):
+        bounds = [bounds, bounds]
+    if not (isinstance(bounds, list) and len(bounds) == 2 and all(map(number, bounds))) or bounds[1] < bounds[0]:
+        raise ParamsError(f"tasks.speech.data.{name} = {bounds!r}: expected a number or [low, high] with low <= high")
+    lo, hi = bounds
     return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
 
 
@@ -345,7 +349,10 @@ class SpeechTask(Task):
     higher_is_better = False
     data_defaults = DATA_DEFAULTS
     model_defaults = MODEL_DEFAULTS
-
+    knob_kinds = {
+        **{k: ("a number", "a list") for k in ("words", "rate", "pitch", "snr_db", "pad_s")},  # a list, or one value
+        **{k: ("a number",) for k in ("max_train", "max_val", "max_test", "max_seconds")},
+    }
 
     # data -----------------------------------------------------------------
     def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
@@ -402,7 +409,7 @@ class SpeechTask(Task):
             rest = self._synth_many(engine, rng, words, voices, n_train)
         finally:
             engine.close()
-        train_i, val_i = split_indices(n_train, self.cfg.validation_split, seed + 1)
+        train_i, val_i = split_indices(n_train, self.cfg.validation_split, seed + 1, "tasks.speech.data.n_train / validation_split")
         pick = lambda idx: ([rest[0][i] for i in idx], [rest[1][i] for i in idx])  # noqa: E731
         return {"train": pick(train_i), "val": pick(val_i), "test": test}
 
@@ -443,10 +450,8 @@ class SpeechTask(Task):
         import datasets
 
         d = self.knobs
-        if self.cfg.source == "local":
-            _check_parquet_columns(Path(self.cfg.path), ("audio", "text"))
         names = {"train": d["hub_splits"]["train"], "val": d["hub_splits"]["val"], "test": d["hub_splits"]["test"]}
-        raw = load_real(self.cfg, d["hub_name"], d["hub_config"], list(names.values()))
+        raw = load_real(self.cfg, d["hub_name"], d["hub_config"], list(names.values()), columns={"audio": "struct", "text": "string"})
         if self.cfg.source == "local":
             names = {"train": "train", "val": "validation", "test": "test"}
         out = {}
@@ -469,7 +474,7 @@ class SpeechTask(Task):
             raise DataError(f"{self.cfg.path or d['hub_name']}: needs train and test splits (found {sorted(raw)})")
         if "val" not in out:
             audio, text = out["train"]
-            train_i, val_i = split_indices(len(audio), self.cfg.validation_split, seed)
+            train_i, val_i = split_indices(len(audio), self.cfg.validation_split, seed, f"{self.cfg.path or d['hub_name']} (train) / validation_split")
             out["val"] = ([audio[i] for i in val_i], [text[i] for i in val_i])
             out["train"] = ([audio[i] for i in train_i], [text[i] for i in train_i])
         return out
@@ -488,9 +493,14 @@ class SpeechTask(Task):
     def load(self, data_dir: Path, split: str) -> SpeechDataset:
         """Load a prepared split as a :class:`SpeechDataset`."""
         vocab_file = Path(data_dir) / "vocab.json"
-        if vocab_file.exists() and json.loads(vocab_file.read_text()) != {c: i for i, c in enumerate(VOCAB)}:
-            raise DataError(f"{vocab_file}: prepared with another character set; run `dvc repro -f prepare@speech`")
-        blob = load_split(data_dir, split, "prepare@speech")
+        if vocab_file.exists():
+            try:
+                vocab = json.loads(vocab_file.read_text())
+            except ValueError as exc:
+                raise DataError(f"{vocab_file}: unreadable ({exc}); run `dvc repro -f prepare@speech`") from exc
+            if vocab != {c: i for i, c in enumerate(VOCAB)}:
+                raise DataError(f"{vocab_file}: prepared with another character set; run `dvc repro -f prepare@speech`")
+        blob = load_split(data_dir, split, "prepare@speech", ("audio", "text"))
         return SpeechDataset(blob["audio"], blob["text"])
 
     def collate(self, items: list) -> dict[str, Any]:
@@ -623,13 +633,3 @@ class SpeechTask(Task):
             raise ValueError("no references to score")
         return float(jiwer.wer(list(references), list(predictions)))
 
-
-def _check_parquet_columns(root: Path, columns: tuple[str, ...]) -> None:
-    """Name the first parquet file under ``root`` that lacks one of ``columns``."""
-    import pyarrow.parquet as pq
-
-    for f in sorted(root.glob("*.parquet")):
-        names = pq.read_schema(f).names
-        for col in columns:
-            if col not in names:
-                raise DataError(f"{f}: missing column {col!r} (columns: {names})")

@@ -61,6 +61,7 @@ class TextTask(ClassificationTask):
     name = "text"
     data_defaults = DATA_DEFAULTS
     model_defaults = MODEL_DEFAULTS
+    knob_kinds = {"name": ("a string",)}
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -90,7 +91,7 @@ class TextTask(ClassificationTask):
             pools = {"test": (texts, labels), "trainval": (texts, labels)}
         else:
             pools, raw = {}, {}
-            for split, ds in load_real(self.cfg, "stanfordnlp/imdb").items():
+            for split, ds in load_real(self.cfg, "stanfordnlp/imdb", columns={"text": "string", "label": "integer"}).items():
                 if split not in ("train", "test"):
                     continue
                 require_columns(ds, {"text": (str,), "label": (int,)}, f"{self.cfg.path or 'stanfordnlp/imdb'} ({split})")
@@ -98,13 +99,14 @@ class TextTask(ClassificationTask):
                 key = "trainval" if split == "train" else "test"
                 cap = self.knobs["n_train"] if key == "trainval" else self.knobs["n_test"]
                 pools[key], raw[key] = (t, y), _balanced(t, y, cap if cap and cap < len(y) else None, rng)
-        train_i, val_i = split_indices(len(raw["trainval"]), self.cfg.validation_split, seed)
+        train_i, val_i = split_indices(len(raw["trainval"]), self.cfg.validation_split, seed, "tasks.text.data.n_train / validation_split")
         chosen = {"train": raw["trainval"][train_i], "val": raw["trainval"][val_i], "test": raw["test"]}
         tok = AutoTokenizer.from_pretrained(self.model_path())
         sizes = {}
         for split, idx in chosen.items():
             texts, labels = pools["test" if split == "test" else "trainval"]
-            enc = tok([texts[i] for i in idx], truncation=True, max_length=self.knobs["max_length"])
+            # an empty split is reported by the prepare stage (tokenizers fail on an empty list)
+            enc = tok([texts[i] for i in idx], truncation=True, max_length=self.knobs["max_length"]) if len(idx) else {"input_ids": []}
             ids = [torch.tensor(e, dtype=torch.int32) for e in enc["input_ids"]]
             y = torch.tensor([labels[i] for i in idx], dtype=torch.int64)
             save_torch({"ids": ids, "y": y, "pad_id": tok.pad_token_id}, Path(out_dir) / f"{split}.pt")
@@ -126,7 +128,7 @@ class TextTask(ClassificationTask):
         return texts, labels
 
     def load(self, data_dir: Path, split: str) -> torch.utils.data.Dataset:
-        blob = load_split(data_dir, split, "prepare@text")
+        blob = load_split(data_dir, split, "prepare@text", ("ids", "y", "pad_id"))
         self._pad_id = blob["pad_id"]
         return list(zip(blob["ids"], blob["y"]))
 

@@ -99,13 +99,16 @@ class RenderedDigits(torch.utils.data.Dataset):
         return self.__getitems__([i])[0]
 
 
-def _decode_image(value: Any) -> np.ndarray:
-    """A CIFAR image value (PIL image, or parquet {bytes, path}) as HxWx3 uint8."""
+def _decode_image(value: Any, where: str) -> np.ndarray:
+    """A CIFAR image value (PIL image, or parquet {bytes, path}) as HxWx3 uint8; DataError names ``where``."""
     from PIL import Image
 
-    if isinstance(value, dict):
-        value = Image.open(io.BytesIO(value["bytes"]))
-    return np.asarray(value.convert("RGB"), dtype=np.uint8)
+    try:
+        if isinstance(value, dict):
+            value = Image.open(io.BytesIO(value["bytes"] or b""))
+        return np.asarray(value.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # PIL raises several types; the caller needs the image's place
+        raise DataError(f"{where}: cannot decode the image ({type(exc).__name__}: {exc})") from exc
 
 
 def resnet18(width: int = 64, num_classes: int = 10) -> nn.Module:
@@ -142,6 +145,7 @@ class VisionTask(ClassificationTask):
     name = "vision"
     data_defaults = DATA_DEFAULTS
     model_defaults = MODEL_DEFAULTS
+    knob_kinds = {"n_train": ("a number",), "max_examples": ("a number",)}
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -167,10 +171,10 @@ class VisionTask(ClassificationTask):
         g = torch.Generator().manual_seed(seed)
         images = render(raw, raw[pick_distractors(labels_np, rng)], self.knobs, g)
         n = len(labels)
-        rest, test = split_indices(n, self.knobs["n_test"] / n, seed)
+        rest, test = split_indices(n, self.knobs["n_test"] / n, seed, "tasks.vision.data.n_test")
         if self.knobs["n_train"]:
             rest = rest[: self.knobs["n_train"]]
-        train_i, val_i = split_indices(len(rest), self.cfg.validation_split, seed + 1)
+        train_i, val_i = split_indices(len(rest), self.cfg.validation_split, seed + 1, "tasks.vision.data.n_train / validation_split")
         train, val = rest[train_i], rest[val_i]
         out = {s: (images[idx], labels[idx]) for s, idx in (("val", val), ("test", test))}
         # the training split keeps the raw digits: they are rendered afresh every epoch
@@ -178,14 +182,18 @@ class VisionTask(ClassificationTask):
         return out
 
     def _real(self, seed: int) -> dict:
-        raw = load_real(self.cfg, "uoft-cs/cifar10")
+        from PIL import Image
+
+        raw = load_real(self.cfg, "uoft-cs/cifar10", columns={"img": "struct", "label": "integer"})
         cap = self.knobs["max_examples"]
         out = {}
         for split, ds in raw.items():
-            require_columns(ds, {"img": (dict, object), "label": (int,)}, f"{self.cfg.path or 'uoft-cs/cifar10'} ({split})")
+            where = f"{self.cfg.path or 'uoft-cs/cifar10'} ({split})"
+            require_columns(ds, {"img": (dict, Image.Image), "label": (int,)}, where)
             if cap:
                 ds = ds.select(range(min(cap, len(ds))))
-            x = torch.from_numpy(np.stack([_decode_image(v) for v in ds["img"]])).permute(0, 3, 1, 2).contiguous()
+            images = [_decode_image(v, f"{where}, row {i}") for i, v in enumerate(ds["img"])]
+            x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
             if x.shape[1:] != (3, 32, 32):
                 raise DataError(f"{split}: images are {tuple(x.shape[1:])}, expected 3x32x32 (CIFAR-10)")
             out[split] = (x, torch.tensor(ds["label"], dtype=torch.int64))
@@ -193,12 +201,12 @@ class VisionTask(ClassificationTask):
             out["val"] = out.pop("validation")
         else:
             x, y = out["train"]
-            train_i, val_i = split_indices(len(y), self.cfg.validation_split, seed)
+            train_i, val_i = split_indices(len(y), self.cfg.validation_split, seed, f"{self.cfg.path or 'uoft-cs/cifar10'} (train) / validation_split")
             out["train"], out["val"] = (x[train_i], y[train_i]), (x[val_i], y[val_i])
         return out
 
     def load(self, data_dir: Path, split: str) -> torch.utils.data.Dataset:
-        blob = load_split(data_dir, split, "prepare@vision")
+        blob = load_split(data_dir, split, "prepare@vision", ("x", "y", "mean", "std", "render"))
         self._mean, self._std = blob["mean"].view(1, 3, 1, 1), blob["std"].view(1, 3, 1, 1)
         if blob["render"]:
             return RenderedDigits(blob["x"], blob["y"], self.knobs)

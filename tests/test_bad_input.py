@@ -1,0 +1,369 @@
+"""Bad input stops a real stage with one readable line; outputs are atomic; a diverged run is a result.
+
+The stage scripts run as DVC runs them: ``python stages/<stage>.py ...`` in a folder holding
+params.yaml (and the data of earlier stages), with a copy of this tree's stages/ and src/.
+Each failure must exit with code 2 and write exactly one line to stderr, ``error: ...``,
+that names the key, the file or the stage to re-run; never a traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from adaptive_lr import files
+from adaptive_lr.compare import collect, to_markdown
+from adaptive_lr.config import Params, TaskConfig, load_params
+from adaptive_lr.pipeline import evaluate_cell, producer, run_stage
+from adaptive_lr.tasks.sources import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """A copy of the stage scripts and the library they import (the scripts put their own src/ first)."""
+    root = tmp_path_factory.mktemp("tree")
+    shutil.copytree(REPO / "stages", root / "stages")
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
+
+
+def stage(tree: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python stages/<args[0]>.py <args[1:]>`` in ``cwd``."""
+    script = tree / "stages" / f"{args[0]}.py"
+    return subprocess.run([sys.executable, str(script), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The stage's one line on stderr, after checking that it stopped cleanly."""
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def write_params(folder: Path, mutate=None) -> Path:
+    """The repository's params.yaml, changed by ``mutate``, in ``folder`` (key order kept: messages name the first bad task)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    if mutate is not None:
+        mutate(raw)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return folder / "params.yaml"
+
+
+def tiny(raw: dict, **common) -> None:
+    """The vision task alone, small enough to prepare, train and evaluate in seconds; schedule fixed alone."""
+    vision = raw["tasks"]["vision"]
+    vision.update(epochs=1, data={"n_train": 120, "n_test": 60}, model={"width": 8})
+    raw["tasks"] = {"vision": vision}
+    raw["common"].update(seeds=[0], batch_size=16, threads=1, **common)
+    raw["schedules"], raw["ablations"] = {"fixed": {}}, {}
+
+
+# ----------------------------------------------------------------------------- params.yaml
+
+
+@pytest.mark.parametrize(
+    "args, mutate, expected",
+    [
+        (("prepare", "vision"), lambda r: r["common"].update(lr=0), "error: common.lr = 0.0: must be a positive number"),
+        (
+            ("train", "vision", "fixed"), lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
+            "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (common.lr = 0.001); must not exceed it",
+        ),
+        (
+            ("evaluate", "vision", "adaptive"), lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
+            "error: tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, max_examples",
+        ),
+        (("compare",), lambda r: r["tasks"].update(audio={}), "error: tasks.audio: unknown task; valid tasks: vision, text, speech"),
+        (("prepare", "audio"), None, "error: task 'audio': not in params.yaml tasks (vision, text, speech)"),
+        (
+            ("evaluate", "vision", "linear"), None,
+            "error: schedule 'linear': not in params.yaml schedules or ablations (fixed, step, cosine, plateau, greedy, schedulefree, adaptive, adaptive_noraise",
+        ),
+    ],
+    ids=["zero-lr", "min-lr-above-lr", "unknown-data-key", "unknown-task-key", "unknown-task-arg", "unknown-schedule-arg"],
+)
+def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, expected):
+    write_params(tmp_path, mutate)
+    assert error_line(stage(tree, tmp_path, *args)).startswith(expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # stopped before writing anything
+
+
+def test_params_that_are_no_yaml_stop_the_stage_with_one_line(tree, tmp_path):
+    (tmp_path / "params.yaml").write_text("common:\n  lr: 1.0e-3\n   batch_size: 3\n")
+    line = error_line(stage(tree, tmp_path, "train", "vision", "fixed"))
+    assert line == "error: params.yaml: not valid YAML at line 3 (mapping values are not allowed here)"
+
+
+# ----------------------------------------------------------------------------- divergence, through the pipeline
+
+
+@pytest.fixture(scope="module")
+def diverged(tree, tmp_path_factory) -> tuple[Path, dict]:
+    """prepare, train, evaluate and compare on tiny data with an LR that makes the first epoch diverge."""
+    root = tmp_path_factory.mktemp("pipeline")
+    write_params(root, lambda r: tiny(r, lr=1e30))
+    procs = {}
+    for args in (("prepare", "vision"), ("train", "vision", "fixed"), ("evaluate", "vision", "fixed"), ("compare",)):
+        procs[args[0]] = stage(tree, root, *args)
+        assert procs[args[0]].returncode == 0, procs[args[0]].stderr
+    return root, procs
+
+
+def test_a_diverged_run_is_a_result_through_the_pipeline(diverged):
+    root, procs = diverged
+    assert not any("Traceback" in p.stderr for p in procs.values())
+    assert "epoch 1: loss is not finite; run recorded as diverged" in procs["train"].stdout
+    result = json.loads((root / "live/vision/fixed/seed0/result.json").read_text())
+    assert result["diverged_epoch"] == 1 and result["best_epoch"] == 0 and result["best_val_loss"] is None
+    assert not (root / "runs/vision/fixed/seed0/model.pt").exists()  # no finite validation loss: nothing to keep
+    metrics = json.loads((root / "metrics/vision/fixed/0.json").read_text())
+    assert metrics["diverged_epoch"] == 1 and metrics["test_metric"] is None and metrics["test_loss"] is None
+    fixed = json.loads((root / "metrics/comparison.json").read_text())["vision"]["schedules"]["fixed"]
+    assert fixed["diverged"] == 1 and fixed["per_seed"]["0"]["diverged_epoch"] == 1 and fixed["test_metric"]["mean"] is None
+    assert diverged_cell((root / "metrics/comparison.md").read_text(), "fixed") == "1 (epoch 1)"
+    assert {p.name for p in (root / "plots").iterdir()} == {"val_loss_vision.png", "lr_vision.png", "time_to_target.png", "overhead.png"}
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vision.")]
+
+
+# ----------------------------------------------------------------------------- data another stage wrote
+
+
+def diverged_cell(md: str, schedule: str) -> str:
+    """The "diverged" cell of ``schedule`` in the vision table of comparison.md."""
+    lines = md.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("## vision"))) :]
+    header = [c.strip() for c in next(line for line in table if line.startswith("| schedule")).split("|")]
+    row = next(line for line in table if line.startswith("|") and line.split("|")[1].strip().strip("*") == schedule)
+    return row.split("|")[header.index("diverged")].strip()
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, args, expected",
+    [
+        (
+            lambda root: (root / "data/vision/train.pt").unlink(), ("train", "vision", "fixed"),
+            r"error: data/vision/train\.pt: prepared data missing; run `dvc repro prepare@vision`",
+        ),
+        (
+            lambda root: _truncate(root / "data/vision/test.pt"), ("evaluate", "vision", "fixed"),
+            r"error: data/vision/test\.pt: unreadable \(PytorchStreamReader failed .+\); run `dvc repro -f prepare@vision`",
+        ),
+        (
+            lambda root: (root / "live/vision/fixed/seed0/result.json").unlink(), ("evaluate", "vision", "fixed"),
+            r"error: live/vision/fixed/seed0/result\.json: missing; run `dvc repro train@vision-fixed`",
+        ),
+        (
+            lambda root: (root / "runs/vision/fixed/seed0/model.pt").write_bytes(b"not a checkpoint"), ("evaluate", "vision", "fixed"),
+            r"error: runs/vision/fixed/seed0/model\.pt: unusable \(.+\); run `dvc repro -f train@vision-fixed`",
+        ),
+        (
+            lambda root: (root / "metrics/vision/fixed/0.json").unlink(), ("compare",),
+            r"error: metrics/vision/fixed/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
+        ),
+    ],
+    ids=["train-data-missing", "test-data-truncated", "train-result-missing", "checkpoint-corrupt", "metrics-missing"],
+)
+def test_missing_or_corrupt_input_names_the_stage_to_rerun(tree, diverged, tmp_path, damage, args, expected):
+    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
+    damage(tmp_path)
+    line = error_line(stage(tree, tmp_path, *args))
+    assert re.fullmatch(expected, line), line
+
+
+def test_a_best_epoch_without_its_checkpoint_says_to_retrain(diverged, tmp_path, monkeypatch):
+    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
+    result = tmp_path / "live/vision/fixed/seed0/result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "best_epoch": 1, "best_val_loss": 2.3}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^runs/vision/fixed/seed0/model.pt: missing \(the run has a best epoch, 1\); run `dvc repro train@vision-fixed`$"):
+        evaluate_cell(load_params(), "vision", "fixed")
+
+
+def test_prepared_data_of_another_layout_says_to_reprepare(diverged, tmp_path, monkeypatch):
+    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
+    torch.save({"ids": [], "y": torch.zeros(0)}, tmp_path / "data/vision/test.pt")  # what prepare@text writes
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^data/vision/test.pt: not what prepare@vision writes \(no x, mean, std, render\); run `dvc repro -f prepare@vision`$"):
+        evaluate_cell(load_params(), "vision", "fixed")
+
+
+def test_ablation_outputs_name_their_own_stages():
+    assert producer(Path("live/text/adaptive_nosig/seed1/result.json")) == "train_ablation@text-adaptive_nosig"
+    assert producer(Path("metrics/text/adaptive_nosig/1.json")) == "evaluate_ablation@text-adaptive_nosig"
+    assert producer(Path("runs/speech/cosine/seed0/model.pt")) == "train@speech-cosine"
+    assert producer(Path("params.yaml")) is None and producer(Path("runs/.resume/vision/fixed/seed0.pt")) is None
+
+
+# ----------------------------------------------------------------------------- data prepare reads
+
+
+def test_an_empty_split_stops_prepare_and_leaves_no_data(tree, tmp_path):
+    def text_only(r):
+        r["tasks"] = {"text": {**r["tasks"]["text"], "data": {"n_train": 40, "n_test": 0, "max_length": 16}, "model": {"num_layers": 1}}}
+
+    write_params(tmp_path, text_only)
+    assert error_line(stage(tree, tmp_path, "prepare", "text")) == "error: prepare@text: empty split(s) ['test']; check tasks.text.data"
+    assert list((tmp_path / "data").iterdir()) == []  # neither data/text nor its temporary folder
+
+
+def _wav(seconds: float) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(np.arange(int(seconds * 16000)) / 5).astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def test_an_empty_audio_clip_is_named(tree, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    clips = tmp_path / "libri"
+    clips.mkdir()
+    audio = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    for name, rows in (("train", [(_wav(0.3), "good.wav"), (_wav(0.0), "silent-42.wav")]), ("test", [(_wav(0.3), "t.wav")])):
+        table = {"audio": pa.array([{"bytes": b, "path": p} for b, p in rows], type=audio), "text": ["hi"] * len(rows)}
+        pq.write_table(pa.table(table), clips / f"{name}.parquet")
+    write_params(tmp_path, lambda r: r["tasks"]["speech"].update(source="local", path=str(clips)))
+    line = error_line(stage(tree, tmp_path, "prepare", "speech"))
+    assert line == f"error: {clips} (train), row 1 (silent-42.wav): the audio clip is empty (0 samples)"
+
+
+# ----------------------------------------------------------------------------- the one line
+
+
+def test_run_stage_prints_one_line_and_exits_2(capsys):
+    def body():
+        raise DataError("data/x.pt: unreadable (first line\n  second line); run `dvc repro -f prepare@x`")
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(body)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: data/x.pt: unreadable (first line second line); run `dvc repro -f prepare@x`\n"
+
+
+def test_run_stage_leaves_other_missing_files_to_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError):  # not another stage's output: a bug, not bad input
+        run_stage(lambda: (tmp_path / "nowhere.txt").read_text())
+
+
+# ----------------------------------------------------------------------------- atomic outputs
+
+
+class _Interrupted:
+    """A file object that writes half of what it is given, then is interrupted (as by Ctrl-C or DVC's kill)."""
+
+    def __init__(self, fh):
+        self.fh = fh
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+    def write(self, data):
+        self.fh.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: files.write_json({"test_metric": 0.9}, path),
+        lambda path: files.save_torch({"model": {"w": torch.ones(100)}}, path),
+        lambda path: files.atomic_write(path, "# Comparison\n" * 100),
+    ],
+    ids=["metrics-json", "checkpoint", "markdown"],
+)
+def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch, write):
+    fdopen = os.fdopen
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: _Interrupted(fdopen(fd, mode)))
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path / "out" / "file")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_failed_rename_keeps_the_previous_output_whole(tmp_path, monkeypatch):
+    target = tmp_path / "0.json"
+    files.write_json({"test_metric": 0.8}, target)
+
+    def no_room(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", no_room)
+    with pytest.raises(OSError, match="No space left"):
+        files.write_json({"test_metric": 0.9}, target)
+    assert json.loads(target.read_text()) == {"test_metric": 0.8} and [p.name for p in tmp_path.iterdir()] == ["0.json"]
+
+
+def test_a_writer_that_fails_before_writing_creates_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        files.write_json({"seeds": {0, 1}}, tmp_path / "a.json")  # a set is no JSON
+    with pytest.raises(TypeError, match="cannot pickle"):
+        files.save_torch({"batches": (i for i in range(3))}, tmp_path / "model.pt")  # a generator does not pickle
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- compare with diverged runs
+
+
+def _run(root: Path, schedule: str, seed: int, curve: list, test_metric: float | None, diverged_epoch: int | None) -> None:
+    """The files train and evaluate leave for one seed of task vision."""
+    live = root / "live" / "vision" / schedule / f"seed{seed}"
+    live.mkdir(parents=True)
+    (live / "result.json").write_text(json.dumps({"val_loss": curve, "elapsed": [10.0 * (i + 1) for i in range(len(curve))], "lr": [1e-3] * len(curve)}))
+    finite = [v for v in curve if v is not None]
+    files.write_json({
+        "metric": "accuracy", "seed": seed, "test_metric": test_metric, "test_loss": None if test_metric is None else 1.0,
+        "best_val_loss": min(finite) if finite else None, "best_epoch": len(finite), "epochs_run": len(curve) or 1,
+        "diverged_epoch": diverged_epoch, "train_seconds": 30.0, "seconds_per_epoch": 10.0, "optim_seconds": 24.0,
+        "val_seconds": 3.0, "probe_seconds": 0.0, "sched_seconds": 0.3, "probes": 0, "cpu_util": 1.0, "peak_rss_mb": 400.0,
+        "gpu_peak_mb": None, "gpu_util": None,
+    }, root / "metrics" / "vision" / schedule / f"{seed}.json")
+
+
+def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):
+    params = Params(profile="default", tasks={"vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)}, schedules={"fixed": None, "adaptive": None})
+    for seed in range(3):
+        _run(tmp_path, "fixed", seed, [0.9, 0.6, 0.45], 0.80 + 0.01 * seed, None)
+    _run(tmp_path, "adaptive", 0, [0.8, 0.4, 0.3], 0.9, None)
+    _run(tmp_path, "adaptive", 1, [0.8, 0.45], 0.88, 3)  # diverged at epoch 3: its best checkpoint was evaluated
+    _run(tmp_path, "adaptive", 2, [], None, 1)  # diverged in its first epoch: nothing to evaluate
+    entry = collect(params, tmp_path)["vision"]
+    ours = entry["schedules"]["adaptive"]
+    assert ours["diverged"] == 2 and entry["schedules"]["fixed"]["diverged"] == 0
+    assert [ours["per_seed"][s]["diverged_epoch"] for s in "012"] == [None, 3, 1]
+    assert ours["test_metric"]["mean"] == pytest.approx(0.89)  # over the seeds that have a test metric
+    assert entry["adaptive_vs"]["fixed"]["test_metric"]["n"] == 2  # paired over seeds both have
+    md = to_markdown({"vision": entry})
+    assert diverged_cell(md, "adaptive") == "2 (epoch 3, 1)" and diverged_cell(md, "fixed") == "0"
+
+
+def test_compare_with_every_seed_of_ours_diverged(tmp_path):
+    params = Params(profile="default", tasks={"vision": TaskConfig(task="vision", seeds=(0, 1), target_val_loss=0.5)}, schedules={"fixed": None, "adaptive": None})
+    for seed in range(2):
+        _run(tmp_path, "fixed", seed, [0.9, 0.6], 0.8, None)
+        _run(tmp_path, "adaptive", seed, [], None, 1)
+    md = to_markdown(collect(params, tmp_path))
+    assert "Aims on vision: adaptive has no test metric (every seed diverged)" in md
