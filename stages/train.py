@@ -7,8 +7,9 @@ from pathlib import Path
 # editable install would otherwise import the workspace's src/, whatever the experiment's code is
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from adaptive_lr.pipeline import load_params, main_args, run_stage, train_cell
+from adaptive_lr.pipeline import load_params, main_args, run_stage, train_stage
 
 if __name__ == "__main__":
     task, schedule = main_args(sys.argv[1:], ("task", "schedule"), "python stages/train.py <task> <schedule>")
-    run_stage(lambda: train_cell(load_params(), task, schedule))
+    # tasks.<task>.nproc > 1: re-runs this script through torchrun (one DDP run of nproc processes)
+    run_stage(lambda: train_stage(load_params(), task, schedule, __file__))

@@ -67,6 +67,7 @@ class Common:
     amp: bool = True
     threads: int = 0
     grad_clip: float = 0.0
+    nproc: int = 1  # processes per training run (> 1: the train stage launches itself through torchrun)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,9 @@ def _check_ranges(where: str, cfg: Common) -> None:
         ("device", cfg.device in DEVICES, f"must be one of {', '.join(DEVICES)}"),
         ("threads", cfg.threads >= 0, "must be >= 0 (0 = all cores)"),
         ("grad_clip", cfg.grad_clip >= 0, "must be >= 0 (0 = off)"),
+        ("nproc", cfg.nproc >= 1, "must be >= 1 (1 = one process, no torchrun)"),
+        ("batch_size", cfg.nproc < 1 or cfg.batch_size % cfg.nproc == 0,
+         f"must be a multiple of nproc ({cfg.nproc}): it is the global batch, split evenly across the processes"),
     ]
     if isinstance(cfg, TaskConfig):
         checks += [

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from adaptive_lr import distributed
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.tasks import get_task
 from adaptive_lr.tasks.sources import DataError
@@ -96,12 +97,16 @@ def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]
 
 
 def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
-    """Train one task x schedule cell for every seed; checkpoints under runs/, curves under live/."""
+    """Train one task x schedule cell for every seed; checkpoints under runs/, curves under live/.
+
+    Under torchrun every rank runs this; only rank 0 clears and writes the outputs.
+    """
     cfg = task_config(params, task)
     if schedule not in params.schedules:
         raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
     _threads(cfg)
     t = get_task(task, cfg)
+    main = distributed.is_main()
     results = []
     # per-epoch resume states, outside the stage's outputs (DVC deletes those before re-running a stage);
     # kept until every seed of the cell is done, so a killed stage, run again, continues where it was
@@ -109,19 +114,42 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
     for seed in cfg.seeds:
         run_dir = root / RUNS / task / schedule / f"seed{seed}"
         live_dir = root / LIVE / task / schedule / f"seed{seed}"
-        for d in (run_dir, live_dir):
+        for d in (run_dir, live_dir) if main else ():
             shutil.rmtree(d, ignore_errors=True)
         r = train_one(
             t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log,
             resume_path=resume_dir / f"seed{seed}.pt",
         )
-        log(
-            f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
-            f"{r.epochs_run} epochs, {r.usage['wall_seconds']:.1f}s"
-        )
+        if main:
+            log(
+                f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
+                f"{r.epochs_run} epochs, {r.usage['wall_seconds']:.1f}s"
+            )
         results.append(r)
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    distributed.world_from_env().barrier()  # every rank has saved its last state before rank 0 deletes them
+    if main:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     return results
+
+
+def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
+    """The train stage: :func:`train_cell` in this process, or ``script`` through torchrun.
+
+    With ``nproc`` > 1 and no torchrun around us yet, ``script`` (stages/train.py) is started
+    again by ``torchrun --standalone --nproc_per_node=<nproc>`` with the same arguments; each of
+    those processes then runs :func:`train_cell` as a rank of one DDP run.
+    """
+    cfg = task_config(params, task)
+    if not distributed.needs_launch(cfg.nproc):
+        try:
+            train_cell(params, task, schedule)
+        finally:
+            distributed.shutdown()  # leave the process group train_one joined (if any)
+        return
+    log(f"[train {task}/{schedule}] {cfg.nproc} processes: {' '.join(distributed.torchrun_command(cfg.nproc, [script, task, schedule]))}")
+    code = distributed.launch(cfg.nproc, [script, task, schedule])
+    if code != 0:
+        raise SystemExit(code)
 
 
 def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
@@ -202,4 +230,4 @@ def main_args(argv: list[str], names: tuple[str, ...], usage: str) -> list[str]:
     return argv
 
 
-__all__ = ["prepare", "train_cell", "evaluate_cell", "run_stage", "load_params", "main_args"]
+__all__ = ["prepare", "train_cell", "train_stage", "evaluate_cell", "run_stage", "load_params", "main_args"]

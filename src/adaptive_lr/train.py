@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from adaptive_lr import schedules
+from adaptive_lr import distributed, schedules
 from adaptive_lr.config import TaskConfig
 from adaptive_lr.files import save_torch, write_json
 from adaptive_lr.scheduler import BestState
@@ -75,18 +75,25 @@ class Evaluation:
         return len(self.losses)
 
 
-def evaluate(task: Task, model: torch.nn.Module, batches, device: torch.device, amp: bool) -> Evaluation:
-    """Mean loss and metric of ``model`` over ``batches`` (eval mode, no grad)."""
+def evaluate(
+    task: Task, model: torch.nn.Module, batches, device: torch.device, amp: bool,
+    world: distributed.World = distributed.SINGLE,
+) -> Evaluation:
+    """Mean loss and metric of ``model`` over ``batches`` (eval mode, no grad).
+
+    Under torchrun ``batches`` is this rank's share (``world.shard``); the shares are gathered, so
+    every rank returns the same evaluation, in the single-process order.
+    """
     start = time.perf_counter()
     model.eval()
-    losses, sizes, preds, refs = [], [], [], []
+    world.broadcast_buffers(model)
     with torch.no_grad(), autocast_for(device, amp):
-        for batch in batches:
-            out = task.evaluate_batch(model, to_device(batch, device))
-            losses += out.losses
-            sizes.append(out.count)
-            preds += out.predictions
-            refs += out.references
+        outs = [task.evaluate_batch(model, to_device(batch, device)) for batch in batches]
+    outs = world.gather_batches(outs)
+    losses = [x for out in outs for x in out.losses]
+    sizes = [out.count for out in outs]
+    preds = [x for out in outs for x in out.predictions]
+    refs = [x for out in outs for x in out.references]
     loss = math.fsum(losses) / max(len(losses), 1)
     return Evaluation(loss, task.score(preds, refs), time.perf_counter() - start, losses, sizes)
 
@@ -149,26 +156,31 @@ def train_one(
     """Train ``task`` with ``schedule_name`` for one seed.
 
     Writes the best checkpoint to ``run_dir/model.pt``, and the dvclive curves (step = epoch)
-    and ``result.json`` (a :class:`RunResult`) to ``live_dir``.
+    and ``result.json`` (a :class:`RunResult`) to ``live_dir``. Under torchrun every rank trains its
+    share of each batch (:mod:`adaptive_lr.distributed`) and only rank 0 logs and writes.
 
     With ``resume_path``, the whole state of the run (model, optimizer and schedule, the best state,
     RNG states, the curves so far) is saved there at the end of every epoch, and a run that finds
     a state of the same run there (same task settings, knobs, seed, data and code) continues from
     it, to the same result as an uninterrupted run; a finished run's state is kept too, so a re-run
     rewrites its outputs without training. The caller deletes the state when it is no longer needed.
+    Under torchrun each rank keeps its own state (its RNG streams differ): ``<stem>.rank<r>.pt``.
     """
     from dvclive import Live
 
     # free whatever the previous run in this process left in reference cycles (ours, torch's or
     # transformers'), or its model and optimizer count in this run's peak RSS
     gc.collect()
-    device = resolve_device(cfg.device)
+    world = distributed.setup(resolve_device(cfg.device))  # a single process unless under torchrun
+    device = world.device
+    log = log if world.is_main else (lambda msg: None)
     generator = seed_everything(seed)
     val_generator = torch.Generator().manual_seed(seed)
     train_set, val_set = task.load(data_dir, "train"), task.load(data_dir, "val")
-    train_batches = task.batches(train_set, cfg.batch_size, True, generator)
-    val_batches = task.batches(val_set, cfg.batch_size, False, val_generator)
+    train_batches = world.shard(task.batches(train_set, cfg.batch_size, True, generator), train=True)
+    val_batches = world.shard(task.batches(val_set, cfg.batch_size, False, val_generator), train=False)
     model = task.build_model().to(device)
+    train_model = world.wrap(model, seed)  # DDP under torchrun; evaluation uses `model`
     steps_per_epoch = len(train_batches)
 
     # the restore hook is bound after the optimizer exists; it refers to the optimizer, not the schedule (no cycle)
@@ -191,6 +203,8 @@ def train_one(
 
     rows: list[dict[str, float]] = []  # what dvclive logged at each epoch (a resumed run logs it again)
     first_epoch, done, before = 1, False, {}
+    if resume_path is not None and world.size > 1:
+        resume_path = resume_path.with_name(f"{resume_path.stem}.rank{world.rank}{resume_path.suffix}")
     key = run_key(task, cfg, schedule_name, knobs, seed, data_dir) if resume_path is not None else ""
     saved = load_run_state(resume_path, key, log, tag) if resume_path is not None else None
     if saved is not None:
@@ -205,7 +219,7 @@ def train_one(
     else:
         note_lr(0.0)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else distributed.NullLive()
     for epoch, row in enumerate(rows, start=1):
         log_epoch(live, epoch, row)
     meter = UsageMeter(device).start()
@@ -236,8 +250,8 @@ def train_one(
             for batch in train_batches:
                 batch = to_device(batch, device)
                 with autocast_for(device, cfg.amp):
-                    loss = task.loss(model, batch)
-                if not torch.isfinite(loss):
+                    loss = task.loss(train_model, batch)
+                if not world.all_true(torch.isfinite(loss)):  # one rank's non-finite loss stops every rank
                     finite = False
                     break
                 sched.optimizer.zero_grad(set_to_none=True)
@@ -256,7 +270,7 @@ def train_one(
                 # statistics settling), and the first reference should come after it, at the epoch's end
                 if epoch > 1 and n_batches in probe_at:
                     sched.eval_mode()
-                    probe = evaluate(task, model, probe_set, device, cfg.amp)
+                    probe = evaluate(task, model, probe_set, device, cfg.amp, world)
                     model.train()
                     sched.train_mode()
                     probe_s += probe.seconds
@@ -266,8 +280,9 @@ def train_one(
                     sched_s += time.perf_counter() - t_sched
                     note_lr(epoch - 1 + n_batches / steps_per_epoch)
             train_s = time.perf_counter() - t0 - sched_s - probe_s
+            loss_sum = world.mean(loss_sum)  # of the ranks' shares: the mean over whole batches
             sched.eval_mode()
-            val = evaluate(task, model, val_batches, device, cfg.amp) if finite else None
+            val = evaluate(task, model, val_batches, device, cfg.amp, world) if finite else None
             val_loss = val.loss if val is not None else math.nan
             val_s = val.seconds if val is not None else 0.0
             result.epochs_run = epoch
@@ -318,10 +333,11 @@ def train_one(
     if resume_path is not None and not done:
         save_state(True)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if best.state is not None:
-        save_torch({"model": best.state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
-    write_json(asdict(result), live_dir / "result.json")
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if best.state is not None:
+            save_torch({"model": best.state["model"], "epoch": result.best_epoch, "val_loss": result.best_val_loss}, run_dir / "model.pt")
+        write_json(asdict(result), live_dir / "result.json")
     return result
 
 

@@ -105,7 +105,12 @@ class Task(abc.ABC):
     def batches(
         self, dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool, generator: torch.Generator
     ) -> Iterable[dict[str, Any]]:
-        """Batches of ``dataset``; a task may override (e.g. to group by length)."""
+        """Batches of ``dataset``; a task may override (e.g. to group by length).
+
+        Under torchrun the loop shards what this returns (``adaptive_lr.distributed.World.shard``):
+        a ``DataLoader`` built on a batch size, or an object with ``groups()``, ``dataset``,
+        ``collate`` and ``batch_size`` like speech's ``LengthGroupedBatches``.
+        """
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=self.collate
         )
