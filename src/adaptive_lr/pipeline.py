@@ -44,6 +44,14 @@ def task_config(params: Params, task: str) -> TaskConfig:
     return params.tasks[task]
 
 
+def cell_config(params: Params, task: str, schedule: str) -> TaskConfig:
+    """The settings of one task x schedule cell (a schedule or an ablation), or ParamsError naming the bad name."""
+    cfg = task_config(params, task)
+    if schedule not in params.schedules:
+        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
+    return cfg
+
+
 def producer(path: Path) -> str | None:
     """The DVC stage that writes ``path`` (relative to the repository root); None outside the pipeline's folders."""
     from adaptive_lr.schedules import REGISTRY
@@ -101,9 +109,7 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
 
     Under torchrun every rank runs this; only rank 0 clears and writes the outputs.
     """
-    cfg = task_config(params, task)
-    if schedule not in params.schedules:
-        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
+    cfg = cell_config(params, task, schedule)
     _threads(cfg)
     t = get_task(task, cfg)
     main = distributed.is_main()
@@ -154,9 +160,7 @@ def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
 
 def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
     """Test-split metrics of each seed's best checkpoint into metrics/<task>/<schedule>/<seed>.json."""
-    cfg = task_config(params, task)
-    if schedule not in params.schedules:
-        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
+    cfg = cell_config(params, task, schedule)
     _threads(cfg)
     t = get_task(task, cfg)
     device = resolve_device(cfg.device)
