@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test report clean-venv
+.PHONY: setup repro test lint format report clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,19 @@ repro: setup
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "error: dvc needs a git repository with at least one commit (git init && git commit)"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
-# The test suite, the end-to-end `dvc repro` of a tiny profile included.
-test: setup
+# Format and lint checks (ruff, pinned), then the test suite, the end-to-end `dvc repro` of a tiny
+# profile included. The fast tier for the inner loop: make test PYTEST_ARGS='-m "not slow"'.
+test: setup lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+# Rewrite the code in the project's format and apply the safe lint fixes.
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # CI's report, in the style of a pull-request comment: `dvc metrics diff` / `dvc params diff`
 # against main (BASE=...), the headline table and the comparison PNGs, into report.md.

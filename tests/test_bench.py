@@ -1,6 +1,6 @@
 """The bench scripts run from anywhere on the tiniest settings and print ratios that parse.
 
-No assertion on the figures themselves: they are timings (STYLE.md rule 9).
+No assertion on the figures themselves: they are timings, which vary with the machine's load.
 """
 
 import math

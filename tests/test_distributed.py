@@ -18,14 +18,14 @@ from adaptive_lr.config import ParamsError, load_params
 from adaptive_lr.distributed import World, merge_batches
 from adaptive_lr.tasks import get_task
 from adaptive_lr.tasks.base import EvalBatch, Task
-from adaptive_lr.tasks.speech import LengthGroupedBatches
+from adaptive_lr.tasks.batching import GroupedBatches, LengthGroupedBatches
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "ddp_train.py"
 
 
 class Lengths(torch.utils.data.Dataset):
-    """Items are their own indices; ``lengths`` drives speech's length grouping."""
+    """Items are their own indices; ``lengths`` drives the length grouping."""
 
     def __init__(self, n: int):
         self.lengths = np.random.default_rng(0).integers(1_000, 40_000, n).tolist()
@@ -43,7 +43,8 @@ def dataloader(n: int, batch_size: int, shuffle: bool, seed: int):
 
 
 def length_grouped(n: int, batch_size: int, shuffle: bool, seed: int):
-    return LengthGroupedBatches(Lengths(n), batch_size, shuffle, torch.Generator().manual_seed(seed), list)
+    generator = torch.Generator().manual_seed(seed)
+    return LengthGroupedBatches(Lengths(n), batch_size, shuffle, generator, list, bucket=1_600)  # 0.1 s, as speech
 
 
 def interleave(shares: list[list]) -> list:
@@ -85,6 +86,18 @@ def test_one_process_keeps_the_task_batches_and_a_global_batch_splits_evenly():
         World(rank=0, size=4).shard(dataloader(10, 6, True, seed=0), train=True)
     with pytest.raises(TypeError, match="DataLoader or an object with groups"):
         World(rank=0, size=2).shard([[0, 1]], train=True)
+
+
+def test_sharding_dispatches_on_the_grouped_batches_protocol():
+    grouped = length_grouped(37, 8, True, seed=0)
+    assert isinstance(grouped, GroupedBatches) and not isinstance(dataloader(37, 8, True, seed=0), GroupedBatches)
+    share = World(rank=1, size=2).shard(grouped, train=True)
+    assert isinstance(share, GroupedBatches)  # a rank's share is a grouped source too
+    # the protocol's members, not a groups() method alone, make a grouped source
+    with pytest.raises(TypeError, match="DataLoader or an object with groups"):
+        World(rank=0, size=2).shard(SimpleNamespace(groups=lambda: [[0, 1]], batch_size=2), train=True)
+    with pytest.raises(TypeError, match="no lengths"):
+        LengthGroupedBatches(list(range(4)), 2, False, torch.Generator(), list)
 
 
 def test_merged_shares_are_the_single_process_evaluation():
@@ -137,6 +150,34 @@ def test_nproc_is_validated_and_launches_through_torchrun(tmp_path):
     assert distributed.torchrun_command(2, ["stages/train.py", "text", "adaptive"])[1:] == [
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "stages/train.py", "text", "adaptive",
     ]
+    # a real launch: 2 CPU ranks join one gloo group, answer one collective and each write a record
+    script = tmp_path / "rank_report.py"
+    script.write_text(RANK_REPORT)
+    assert distributed.launch(2, [str(script), str(tmp_path)]) == 0
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert records == [
+        {"rank": r, "size": 2, "main": r == 0, "env": [str(r), "2"], "mean_rank": 0.5} for r in (0, 1)
+    ]
+    # a failing rank fails the launch (what a stage's exit code then reports)
+    assert distributed.launch(2, [str(script), str(tmp_path / "failed"), "fail"]) != 0
+    assert not (tmp_path / "failed").exists()
+
+
+RANK_REPORT = """\
+import json, os, sys
+from pathlib import Path
+
+if sys.argv[2:] == ["fail"]:
+    sys.exit(3 if os.environ["RANK"] == "1" else 0)  # before importing torch: a quick failure
+import torch
+from adaptive_lr import distributed
+
+world = distributed.setup(torch.device("cpu"))
+record = {"rank": world.rank, "size": world.size, "main": world.is_main,
+          "env": [os.environ["RANK"], os.environ["WORLD_SIZE"]], "mean_rank": world.mean(float(world.rank))}
+Path(sys.argv[1], f"rank{world.rank}.json").write_text(json.dumps(record))
+distributed.shutdown()
+"""
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def test_noise_without_trend_changes_nothing():
     noisy_trace = probe_trace(levels, noise=0.02, seed=1)
     assert run(make()[1], noisy_trace) == pytest.approx(clean)
     check_against_reference(noisy_trace)
-    # (b) pure noise, whose raw swings beat the plan's 1% threshold, never raises the LR nor rolls back ...
+    # (b) pure noise, whose raw swings beat the reference protocol's 1% threshold, never raises the LR nor rolls back ...
     rng = np.random.default_rng(2)
     flat = probe_trace([1.0] * 8, noise=0.3, seed=3)
     flat = [x + rng.normal(0, 0.03) for x in flat]  # the whole probe moves by ~3% between measurements

@@ -7,8 +7,46 @@ import numpy as np
 import pytest
 import torch
 
+from adaptive_lr.errors import DataError, ParamsError
 from adaptive_lr.tasks import get_task
-from adaptive_lr.tasks.sources import DataError
+
+
+def test_a_task_lays_its_knobs_over_the_defaults(tiny_vision_cfg, tiny_text_cfg):
+    vision, text = get_task("vision", tiny_vision_cfg), get_task("text", tiny_text_cfg)
+    assert vision.data_cfg["n_train"] == 120 and vision.data_cfg["min_scale"] == 0.6 and vision.model_cfg["width"] == 8
+    assert text.data_cfg == {"n_train": 40, "n_test": 20, "max_length": 16}
+    assert text.model_cfg == {"name": None, "num_layers": 1, "freeze_embeddings": True}
+
+
+@pytest.mark.parametrize(
+    "task, part, knobs, needle",
+    [
+        # a negative test split would prepare one image and report success
+        ("vision", "data", {"n_test": -1}, r"^tasks.vision.data.n_test = -1: must be >= 1$"),
+        ("vision", "data", {"max_examples": 0}, r"^tasks.vision.data.max_examples = 0: must be >= 1$"),
+        (
+            "vision",
+            "data",
+            {"max_rotation": 400.0},
+            r"^tasks.vision.data.max_rotation = 400.0: must lie in \[0, 180\]$",
+        ),
+        ("vision", "model", {"num_classes": 2}, r"^tasks.vision.model.num_classes = 2: must be >= 10 \(the labels are"),
+        ("vision", "model", {"depth": 18}, r"^tasks.vision.model.depth: unknown key; known keys: width, num_classes$"),
+        # max_length 1 is ignored by the tokenizer, 2 leaves only [CLS] and [SEP]
+        ("text", "data", {"max_length": 0}, r"^tasks.text.data.max_length = 0: must be >= 3$"),
+        ("text", "data", {"n_train": 1}, r"^tasks.text.data.n_train = 1: must be >= 2$"),
+        (
+            "text",
+            "model",
+            {"freeze_embeddings": "yes"},
+            r"^tasks.text.model.freeze_embeddings: expected true or false, got 'yes'$",
+        ),
+    ],
+)
+def test_a_task_checks_its_knobs_when_configured(tiny_vision_cfg, tiny_text_cfg, task, part, knobs, needle):
+    cfg = {"vision": tiny_vision_cfg, "text": tiny_text_cfg}[task]
+    with pytest.raises(ParamsError, match=needle):
+        get_task(task, replace(cfg, **{part: {**getattr(cfg, part), **knobs}}))
 
 
 def test_vision_builtin_prepare_is_deterministic_and_split(tmp_path, tiny_vision_cfg):

@@ -87,7 +87,7 @@ def test_probe_is_the_first_samples_of_every_full_validation_pass(prepared, tiny
     probe = evaluate(task, model, list(itertools.islice(iter(batches), 1)), torch.device("cpu"), False)
     full = evaluate(task, model, batches, torch.device("cpu"), False)
     assert len(probe.losses) == full.batch_sizes[0] and probe.losses == full.losses[: len(probe.losses)]
-    assert full.loss == pytest.approx(sum(full.losses) / len(full.losses)) and full.samples == sum(full.batch_sizes)
+    assert full.loss == pytest.approx(sum(full.losses) / len(full.losses)) and full.n_samples == sum(full.batch_sizes)
 
 
 def test_same_seed_same_curves(prepared, tiny_vision_cfg):

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from adaptive_lr.tasks.batching import GroupedBatches
+
 
 @dataclass(frozen=True)
 class World:
@@ -79,9 +81,10 @@ class World:
         :func:`merge_batches` expects.
 
         Args:
-            batches: a :class:`torch.utils.data.DataLoader` built on a batch size, or an object
-                with ``groups()`` (the index lists of one pass), ``dataset``, ``collate`` and
-                ``batch_size``, like :class:`adaptive_lr.tasks.speech.LengthGroupedBatches`.
+            batches: a :class:`torch.utils.data.DataLoader` built on a batch size, or a
+                :class:`~adaptive_lr.tasks.batching.GroupedBatches` (``groups()``, the index lists
+                of one pass, with ``dataset``, ``collate`` and ``batch_size``), like
+                :class:`~adaptive_lr.tasks.batching.LengthGroupedBatches`.
             train: whether the batches feed optimisation steps (see above).
 
         Raises:
@@ -91,10 +94,10 @@ class World:
         if self.size == 1:
             return batches
         loader = isinstance(batches, torch.utils.data.DataLoader)
-        if not loader and not callable(getattr(batches, "groups", None)):
+        if not loader and not isinstance(batches, GroupedBatches):
             raise TypeError(
                 f"cannot shard {type(batches).__name__}: Task.batches must return a DataLoader or an object "
-                "with groups(), dataset, collate and batch_size (like LengthGroupedBatches)"
+                "with groups(), dataset, collate and batch_size (a GroupedBatches, like LengthGroupedBatches)"
             )
         batch_size = batches.batch_size
         if not batch_size or batch_size % self.size:
@@ -238,11 +241,11 @@ class _ShardedBatchSampler:
 
 
 class _ShardedGroups:
-    """One rank's share of each group of a ``groups()`` batch source (speech's length groups)."""
+    """One rank's share of each group of a :class:`GroupedBatches` (speech's length groups); itself one."""
 
-    def __init__(self, batches, rank: int, size: int, train: bool, steps: int):
+    def __init__(self, batches: GroupedBatches, rank: int, size: int, train: bool, steps: int):
         self.batches, self.rank, self.size, self.train, self.steps = batches, rank, size, train, steps
-        self.dataset, self.batch_size = batches.dataset, batches.batch_size
+        self.dataset, self.batch_size, self.collate = batches.dataset, batches.batch_size, batches.collate
 
     def __len__(self) -> int:
         return self.steps
@@ -260,7 +263,7 @@ class _ShardedGroups:
 
     def __iter__(self) -> Iterator[Any]:
         for share in self.groups():
-            yield self.batches.collate([self.dataset[i] for i in share])
+            yield self.collate([self.dataset[i] for i in share])
 
 
 def merge_batches(per_rank: list[list]) -> list:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -14,18 +13,14 @@ import torch
 
 from adaptive_lr import distributed
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
-from adaptive_lr.tasks import get_task
-from adaptive_lr.tasks.sources import DataError
+from adaptive_lr.errors import DataError
 from adaptive_lr.files import write_json
+from adaptive_lr.records import EvalRecord, RunResult
+from adaptive_lr.tasks import get_task
 from adaptive_lr.train import evaluate, resolve_device, train_one
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
 RESUME = ".resume"  # runs/.resume/<task>/<schedule>/seed<k>.pt: state of an unfinished train stage
-# what evaluate reads of train's result.json (train.RunResult)
-RESULT_KEYS = (
-    "best_val_loss", "best_epoch", "epochs_run", "diverged_epoch", "usage",
-    "optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "probes",
-)
 
 
 def log(msg: str) -> None:
@@ -66,20 +61,6 @@ def producer(path: Path) -> str | None:
         # the ablations of adaptive are cells of their own stages (dvc.yaml: train_ablation, evaluate_ablation)
         return f"{stage}{'' if parts[2] in REGISTRY else '_ablation'}@{parts[1]}-{parts[2]}"
     return None
-
-
-def _read_json(path: Path, keys: tuple[str, ...], stage: str) -> dict:
-    """A JSON record another stage wrote, or DataError saying to re-run ``stage``."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: missing; run `dvc repro {stage}`") from exc
-    except ValueError as exc:  # truncated or not JSON
-        raise DataError(f"{path}: unreadable ({exc}); run `dvc repro -f {stage}`") from exc
-    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
-    if missing:
-        raise DataError(f"{path}: lacks {', '.join(missing)}; run `dvc repro -f {stage}`")
-    return record
 
 
 def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]:
@@ -158,7 +139,7 @@ def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
         raise SystemExit(code)
 
 
-def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
+def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[EvalRecord]:
     """Test-split metrics of each seed's best checkpoint into metrics/<task>/<schedule>/<seed>.json."""
     cfg = cell_config(params, task, schedule)
     _threads(cfg)
@@ -169,38 +150,34 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
     out = []
     for seed in cfg.seeds:
         ckpt_path = root / RUNS / task / schedule / f"seed{seed}" / "model.pt"
-        train = _read_json(root / LIVE / task / schedule / f"seed{seed}" / "result.json", RESULT_KEYS, stage)
-        record = {"task": task, "schedule": schedule, "seed": seed, "metric": t.metric}
-        if train["best_epoch"] and not ckpt_path.exists():
-            raise DataError(f"{ckpt_path}: missing (the run has a best epoch, {train['best_epoch']}); run `dvc repro {stage}`")
+        train = RunResult.from_json(root / LIVE / task / schedule / f"seed{seed}" / "result.json", stage)
+        if train.best_epoch and not ckpt_path.exists():
+            raise DataError(
+                f"{ckpt_path}: missing (the run has a best epoch, {train.best_epoch}); run `dvc repro {stage}`"
+            )
+        # diverged before any finite validation loss: no checkpoint, nothing to evaluate
+        tested: dict = {"test_loss": None, "test_metric": None}
         if ckpt_path.exists():
             torch.manual_seed(seed)
             model = t.build_model()
             try:
                 model.load_state_dict(torch.load(ckpt_path, weights_only=False)["model"])
             except Exception as exc:  # truncated, foreign, or from another model size
-                raise DataError(f"{ckpt_path}: unusable ({' '.join(str(exc).split())[:200]}); run `dvc repro -f {stage}`") from exc
+                why = " ".join(str(exc).split())[:200]
+                raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
             model.to(device)
             ev = evaluate(t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp)
-            record.update(
-                test_loss=ev.loss, test_metric=ev.metric, **{f"test_{t.metric}": ev.metric},
-                eval_seconds=ev.seconds, eval_samples_per_s=ev.samples / max(ev.seconds, 1e-9), test_samples=ev.samples,
-            )
-        else:  # diverged before any finite validation loss: nothing to evaluate
-            record.update(test_loss=None, test_metric=None, **{f"test_{t.metric}": None})
-        usage = train["usage"]
-        record.update(
-            best_val_loss=train["best_val_loss"], best_epoch=train["best_epoch"], epochs_run=train["epochs_run"],
-            diverged_epoch=train["diverged_epoch"],
-            # overhead: total training time and where it went, and what the run cost the machine
-            train_seconds=usage["wall_seconds"], seconds_per_epoch=usage["wall_seconds"] / max(train["epochs_run"], 1),
-            optim_seconds=train["optim_seconds"], val_seconds=train["val_seconds"], probe_seconds=train["probe_seconds"],
-            sched_seconds=train["sched_seconds"], probes=train["probes"],
-            cpu_util=usage["cpu_util"], peak_rss_mb=usage["peak_rss_mb"], gpu_peak_mb=usage["gpu_peak_mb"], gpu_util=usage["gpu_util"],
+            tested = {
+                "test_loss": ev.loss, "test_metric": ev.metric, "eval_seconds": ev.seconds,
+                "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9), "test_samples": ev.n_samples,
+            }
+        record = EvalRecord.from_run(train, task=task, schedule=schedule, seed=seed, metric=t.metric, **tested)
+        write_json(record.to_dict(), root / METRICS / task / schedule / f"{seed}.json")
+        m, loss = record.test_metric, record.test_loss
+        log(
+            f"[evaluate {task}/{schedule} seed {seed}] test/{t.metric} {m if m is None else round(m, 4)} "
+            f"test/loss {loss if loss is None else round(loss, 4)}"
         )
-        write_json(record, root / METRICS / task / schedule / f"{seed}.json")
-        m = record["test_metric"]
-        log(f"[evaluate {task}/{schedule} seed {seed}] test/{t.metric} {m if m is None else round(m, 4)} test/loss {record['test_loss'] if record['test_loss'] is None else round(record['test_loss'], 4)}")
         out.append(record)
     return out
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_lr.compare import OURS, _num, headline, pyplot, save_png
+from adaptive_lr.compare import OURS, format_number, headline, pyplot, save_png
 
 DVC = [sys.executable, "-m", "dvc"]  # the dvc of this environment
 META_FIELDS = {"step", "rev", "filename", "field"}
@@ -160,7 +160,8 @@ def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
     return "\n".join(lines)
 
 
-ROBUST_TOLERANCE = {"accuracy": 0.01, "wer": 0.02}  # issue 3: within 1 point (accuracy) / 0.02 (WER) of its own best
+# the lab's robustness aim: within 1 point (accuracy) / 0.02 (WER) of its own best
+ROBUST_TOLERANCE = {"accuracy": 0.01, "wer": 0.02}
 
 
 def _exp_rev(name: str, root: Path) -> str:
@@ -221,7 +222,10 @@ def sweep_markdown(result: dict) -> str:
     for task, t in result["tasks"].items():
         lrs = ", ".join(f"{label} {result['runs'][label]['lr'][task]:g}" for label in labels)
         rows = [
-            [s, *[_num(v["by_run"].get(label), "{:.3f}") for label in labels], _num(v["worst_gap"], "{:.3f}"), "yes" if v["robust"] else "no"]
+            [
+                s, *[format_number(v["by_run"].get(label), "{:.3f}") for label in labels],
+                format_number(v["worst_gap"], "{:.3f}"), "yes" if v["robust"] else "no",
+            ]
             for s, v in t["schedules"].items()
         ]
         lines += [f"### {task}: test {t['metric']} by initial LR ({lrs})", ""]

@@ -8,13 +8,15 @@ A new schedule is one ``Knobs`` dataclass and one builder in :data:`REGISTRY`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from adaptive_lr.errors import ParamsError
 from adaptive_lr.scheduler import AdaptiveLR
+from adaptive_lr.validation import Knob, check, check_value, ranged, section, spec_of, unknown
 
 
 @dataclass
@@ -59,6 +61,11 @@ class Schedule:
         """After an in-epoch probe (only schedules with ``probes`` > 0 get them)."""
         self.scheduler.step(samples)
 
+    def bind_rollback(self, restore: Callable[[], None]) -> None:
+        """Give a scheduler that rolls back on a divergence the loop's way back to its best state."""
+        if isinstance(self.scheduler, AdaptiveLR):
+            self.scheduler.restore_fn = restore
+
     def probe_batches(self, n_val_batches: int) -> int:
         """How many of the first validation batches form the probe."""
         return min(n_val_batches, max(1, math.ceil(self.probe_size * n_val_batches)))
@@ -96,10 +103,14 @@ class Context:
     weight_decay: float
     epochs: int
     steps_per_epoch: int
-    restore_fn: Callable[[], None] | None = None
 
 
 # knobs ------------------------------------------------------------------------
+# Each field's range is data (adaptive_lr.validation.ranged); knobs_of checks a params.yaml mapping against it.
+FACTOR = {"gt": 0, "lt": 1}  # a multiplicative cut of the LR
+FRACTION = {"gt": 0, "le": 1}
+
+
 @dataclass(frozen=True)
 class FixedKnobs:
     """Constant LR (the plan's first baseline)."""
@@ -109,36 +120,36 @@ class FixedKnobs:
 class StepKnobs:
     """StepLR: multiply the LR by ``gamma`` every ``every`` of the epoch budget."""
 
-    every: float = 0.33  # fraction of the epoch budget between drops
-    gamma: float = 0.1  # multiplier at each drop
+    every: float = ranged(0.33, **FRACTION)  # fraction of the epoch budget between drops
+    gamma: float = ranged(0.1, **FRACTION)  # multiplier at each drop
 
 
 @dataclass(frozen=True)
 class CosineKnobs:
     """Cosine annealing, per batch, from the initial LR to ``min_lr`` over the epoch budget."""
 
-    min_lr: float = 1e-6
+    min_lr: float = ranged(1e-6, ge=0)
 
 
 @dataclass(frozen=True)
 class PlateauKnobs:
     """torch ReduceLROnPlateau on the validation loss (the plan's factor, threshold, min LR)."""
 
-    factor: float = 0.1
-    threshold: float = 0.01
-    min_lr: float = 1e-6
-    patience: int = 0  # torch counts bad evaluations *beyond* patience: 0 cuts at the first
+    factor: float = ranged(0.1, **FACTOR)
+    threshold: float = ranged(0.01, ge=0)
+    min_lr: float = ranged(1e-6, ge=0)
+    patience: int = ranged(0, ge=0)  # torch counts bad evaluations *beyond* patience: 0 cuts at the first
 
 
 @dataclass(frozen=True)
 class GreedyKnobs:
     """transformers' GreedyLR on the validation loss: raises and lowers the LR."""
 
-    factor: float = 0.5
-    threshold: float = 0.01
-    min_lr: float = 1e-6
-    max_lr_ratio: float = 10.0  # max LR as a multiple of the initial LR
-    patience: int = 1
+    factor: float = ranged(0.5, **FACTOR)
+    threshold: float = ranged(0.01, ge=0)
+    min_lr: float = ranged(1e-6, ge=0)
+    max_lr_ratio: float = ranged(10.0, ge=1)  # max LR as a multiple of the initial LR
+    patience: int = ranged(1, ge=1)
     smooth: bool = False
 
 
@@ -146,29 +157,29 @@ class GreedyKnobs:
 class ScheduleFreeKnobs:
     """Schedule-Free AdamW (no schedule; iterate averaging) with a linear warm-up."""
 
-    warmup: float = 0.05  # fraction of all steps
-    beta1: float = 0.9
+    warmup: float = ranged(0.05, ge=0, lt=1)  # fraction of all steps
+    beta1: float = ranged(0.9, ge=0, lt=1)
 
 
 @dataclass(frozen=True)
 class AdaptiveKnobs:
     """Our AdaptiveLR (see adaptive_lr.scheduler and docs/ALGORITHM.md for each knob)."""
 
-    factor: float = 0.1
-    threshold: float = 0.01
-    min_lr: float = 1e-6
-    max_lr_ratio: float = 10.0
-    increase: float = 2.0
-    patience: int = 4
-    patience_up: int = 2
-    z: float = 2.0
-    divergence: float = 4.0
+    factor: float = ranged(0.1, **FACTOR)
+    threshold: float = ranged(0.01, ge=0)
+    min_lr: float = ranged(1e-6, ge=0)
+    max_lr_ratio: float = ranged(10.0, ge=1)
+    increase: float = ranged(2.0, ge=1)
+    patience: int = ranged(4, ge=1)
+    patience_up: int = ranged(2, ge=1)
+    z: float = ranged(2.0, ge=0)
+    divergence: float = ranged(4.0, gt=1)
     raise_lr: bool = True
     significance: bool = True
     rollback: bool = True
-    probes: int = 3  # in-epoch validation probes per epoch (0: end of epoch only)
-    probe_size: float = 0.125  # fraction of the validation batches a probe evaluates (at least one batch)
-    probe_budget: float = 0.05  # in-epoch probes cost at most this share of the training forward passes
+    probes: int = ranged(3, ge=0, hint="0 = end of epoch only")  # in-epoch validation probes per epoch
+    probe_size: float = ranged(0.125, **FRACTION)  # fraction of the validation batches a probe evaluates (>= 1 batch)
+    probe_budget: float = ranged(0.05, ge=0, le=1)  # in-epoch probes cost at most this share of the training passes
 
 
 # builders ---------------------------------------------------------------------
@@ -237,7 +248,7 @@ def _adaptive(params, k: AdaptiveKnobs, ctx: Context) -> Schedule:
     sched = AdaptiveLR(
         opt, factor=k.factor, threshold=k.threshold, min_lr=k.min_lr, max_lr=k.max_lr_ratio * ctx.lr,
         increase=k.increase, patience=k.patience, patience_up=k.patience_up, z=k.z, divergence=k.divergence,
-        restore_fn=ctx.restore_fn, raise_lr=k.raise_lr, significance=k.significance, rollback=k.rollback,
+        raise_lr=k.raise_lr, significance=k.significance, rollback=k.rollback,
     )
     return Schedule(
         opt, sched, on="val", takes_samples=True, recovers=k.rollback,
@@ -263,73 +274,31 @@ def knobs_of(name: str, raw: dict | None, where: str | None = None) -> Any:
     """
     where = where or f"schedules.{name}"
     if name not in REGISTRY:
-        raise ParamsError(f"{where}: unknown schedule; valid schedules: {', '.join(REGISTRY)}")
-    if raw is not None and not isinstance(raw, dict):
-        raise ParamsError(f"{where}: expected a mapping of knobs, got {raw!r}")
+        raise unknown(where, REGISTRY)
     cls = REGISTRY[name][0]
-    raw = raw or {}
-    types = {f.name: f.type for f in fields(cls)}
-    for key, value in raw.items():
-        if key not in types:
-            known = ", ".join(types) or "none"
-            raise ParamsError(f"{where}.{key}: unknown key; known keys: {known}")
-        want = types[key]
-        ok = {
-            "float": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-        }[want]
-        if not ok:
-            raise ParamsError(f"{where}.{key}: expected {want}, got {value!r}")
-    knobs = cls(**raw)
-    _check_knobs(name, knobs, where)
-    return knobs
+    return cls(**check(where, raw, spec_of(cls)))
 
 
-def _check_knobs(name: str, k: Any, where: str) -> None:
-    d = asdict(k)
-    rules = {
-        "factor": (lambda v: 0 < v < 1, "must lie strictly between 0 and 1"),
-        "gamma": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-        "threshold": (lambda v: v >= 0, "must be >= 0"),
-        "min_lr": (lambda v: v >= 0, "must be >= 0"),
-        "patience": (lambda v: v >= (0 if name == "plateau" else 1), "must be >= 1 (plateau: >= 0)"),
-        "patience_up": (lambda v: v >= 1, "must be >= 1"),
-        "every": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-        "warmup": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
-        "beta1": (lambda v: 0 <= v < 1, "must lie in [0, 1)"),
-        "max_lr_ratio": (lambda v: v >= 1, "must be >= 1"),
-        "increase": (lambda v: v >= 1, "must be >= 1"),
-        "z": (lambda v: v >= 0, "must be >= 0"),
-        "divergence": (lambda v: v > 1, "must be > 1"),
-        "probes": (lambda v: v >= 0, "must be >= 0 (0 = end of epoch only)"),
-        "probe_size": (lambda v: 0 < v <= 1, "must lie in (0, 1]"),
-        "probe_budget": (lambda v: 0 <= v <= 1, "must lie in [0, 1]"),
-    }
-    for key, value in d.items():
-        check, msg = rules.get(key, (lambda v: True, ""))
-        if not check(value):
-            raise ParamsError(f"{where}.{key} = {value!r}: {msg}")
-
-
-def validate_schedules(raw: dict) -> dict[str, Any]:
+def validate_schedules(raw: dict | None) -> dict[str, Any]:
     """Typed knobs for every schedule named in params.yaml."""
-    return {name: knobs_of(name, knobs) for name, knobs in raw.items()}
+    return {name: knobs_of(name, knobs) for name, knobs in (raw or {}).items()}
 
 
 ABLATED = "adaptive"  # the schedule whose parts the ablations switch off
 
 
-def validate_ablations(raw: dict, schedules_raw: dict) -> dict[str, Any]:
+def validate_ablations(raw: dict | None, schedules_raw: dict | None) -> dict[str, Any]:
     """Typed knobs of every ablation: ``schedules.adaptive``'s knobs with the ablation's overrides laid on top."""
     out = {}
-    for name, over in (raw or {}).items():
+    for name, over in section("ablations", raw).items():
         if name in REGISTRY:
             raise ParamsError(f"ablations.{name}: a schedule has that name; give the ablation another one")
-        if not isinstance(over, dict) or not over:
-            raise ParamsError(f"ablations.{name}: expected a mapping of the {ABLATED} knobs it changes, got {over!r}")
+        over = check_value(f"ablations.{name}", over, Knob("mapping", {}))
+        if not over:
+            raise ParamsError(f"ablations.{name} = {{}}: must change at least one knob of {ABLATED}")
         # schedules.adaptive was validated already: a bad key or value here is the ablation's own
-        out[name] = knobs_of(ABLATED, {**(schedules_raw.get(ABLATED) or {}), **over}, where=f"ablations.{name}")
+        base = (schedules_raw or {}).get(ABLATED) or {}
+        out[name] = knobs_of(ABLATED, {**base, **over}, where=f"ablations.{name}")
     return out
 
 

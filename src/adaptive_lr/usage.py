@@ -73,3 +73,18 @@ class UsageMeter:
             "gpu_peak_mb": torch.cuda.max_memory_allocated(self.device) / 2**20 if self.cuda else None,
             "gpu_util": sum(self._gpu_util) / len(self._gpu_util) if self._gpu_util else None,
         }
+
+
+def combine_usage(before: dict, after: dict) -> dict:
+    """The machine cost of a run done in two parts (before and after a resume)."""
+    if not before:
+        return after
+    out = dict(after)
+    out["wall_seconds"] = before["wall_seconds"] + after["wall_seconds"]
+    out["cpu_seconds"] = before["cpu_seconds"] + after["cpu_seconds"]
+    out["cpu_util"] = out["cpu_seconds"] / out["wall_seconds"] if out["wall_seconds"] > 0 else None
+    for k in ("peak_rss_mb", "gpu_peak_mb"):
+        values = [v for v in (before.get(k), after.get(k)) if v is not None]
+        out[k] = max(values) if values else None
+    out["gpu_util"] = after["gpu_util"] if after.get("gpu_util") is not None else before.get("gpu_util")
+    return out

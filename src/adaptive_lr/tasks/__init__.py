@@ -1,4 +1,7 @@
-"""Task registry: name -> Task class (imported lazily: each task pulls its own heavy deps)."""
+"""Task registry: name -> Task class (imported lazily: each task pulls its own heavy deps).
+
+The registry is the one list of tasks: params.yaml's ``tasks`` section accepts these names.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +10,24 @@ from typing import Any
 
 from adaptive_lr.tasks.base import EvalBatch, Task
 
-_TASKS = {
-    "vision": "adaptive_lr.tasks.vision:VisionTask",
-    "text": "adaptive_lr.tasks.text:TextTask",
-    "speech": "adaptive_lr.tasks.speech:SpeechTask",
+REGISTRY = {
+    "vision": "adaptive_lr.tasks.vision.task:VisionTask",
+    "text": "adaptive_lr.tasks.text.task:TextTask",
+    "speech": "adaptive_lr.tasks.speech.task:SpeechTask",
 }
+
+
+def task_class(name: str) -> type[Task]:
+    """The Task class of task ``name`` (its data and model knobs are class attributes)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def get_task(name: str, cfg: Any) -> Task:
     """An instance of task ``name`` configured with ``cfg``."""
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(_TASKS)}")
-    module, cls = _TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(cfg)
+    return task_class(name)(cfg)
 
 
-__all__ = ["EvalBatch", "Task", "get_task"]
+__all__ = ["REGISTRY", "EvalBatch", "Task", "get_task", "task_class"]

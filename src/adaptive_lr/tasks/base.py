@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from adaptive_lr.validation import Knob, check, defaults
+
 SPLITS = ("train", "val", "test")
-
-
-def kind(value: Any) -> str:
-    """The YAML kind of a params.yaml value, as the messages name it."""
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
 @dataclass
@@ -66,28 +60,23 @@ class Task(abc.ABC):
     name: str = ""
     metric: str = "accuracy"  # "accuracy" | "wer"
     higher_is_better: bool = True
-    data_defaults: dict = {}  # every key allowed under tasks.<name>.data, with its default
-    model_defaults: dict = {}  # every key allowed under tasks.<name>.model, with its default
-    # the kinds (see :func:`kind`) a data or model key accepts besides null, where its default's kind is not
-    # the answer (a null default, or a key that takes either of two kinds)
-    knob_kinds: dict = {}
+    # every key allowed under tasks.<name>.data and tasks.<name>.model: kind, default and range
+    data_spec: dict[str, Knob] = {}
+    model_spec: dict[str, Knob] = {}
 
     def __init__(self, cfg: Any):
-        from adaptive_lr.config import ParamsError
-
         self.cfg = cfg
-        for part, defaults in (("data", self.data_defaults), ("model", self.model_defaults)):
-            unknown = sorted(set(getattr(cfg, part) or {}) - set(defaults))
-            if unknown:
-                raise ParamsError(
-                    f"tasks.{self.name}.{part}.{unknown[0]}: unknown key; known keys: {', '.join(defaults)}"
-                )
-            for key, value in (getattr(cfg, part) or {}).items():
-                allowed = self.knob_kinds.get(key) or ((kind(defaults[key]),) if defaults[key] is not None else ())
-                if value is not None and allowed and kind(value) not in allowed:
-                    raise ParamsError(f"tasks.{self.name}.{part}.{key}: expected {' or '.join(allowed)}, got {value!r}")
-        self.knobs = {**self.data_defaults, **(cfg.data or {})}
-        self.model_knobs = {**self.model_defaults, **(cfg.model or {})}
+        data, model = self.check_knobs(cfg.data, cfg.model)
+        self.data_cfg = {**defaults(self.data_spec), **data}  # the data knobs: defaults, overridden by cfg.data
+        self.model_cfg = {**defaults(self.model_spec), **model}  # the model knobs, likewise
+
+    @classmethod
+    def check_knobs(cls, data: dict | None, model: dict | None) -> tuple[dict, dict]:
+        """The keys given under ``tasks.<name>.data`` and ``.model``, checked (ParamsError names a bad one)."""
+        return (
+            check(f"tasks.{cls.name}.data", data, cls.data_spec),
+            check(f"tasks.{cls.name}.model", model, cls.model_spec),
+        )
 
     # data -----------------------------------------------------------------
     @abc.abstractmethod
@@ -108,8 +97,9 @@ class Task(abc.ABC):
         """Batches of ``dataset``; a task may override (e.g. to group by length).
 
         Under torchrun the loop shards what this returns (``adaptive_lr.distributed.World.shard``):
-        a ``DataLoader`` built on a batch size, or an object with ``groups()``, ``dataset``,
-        ``collate`` and ``batch_size`` like speech's ``LengthGroupedBatches``.
+        a ``DataLoader`` built on a batch size, or a :class:`~adaptive_lr.tasks.batching.GroupedBatches`
+        (``groups()``, ``dataset``, ``collate``, ``batch_size``) such as
+        :class:`~adaptive_lr.tasks.batching.LengthGroupedBatches`.
         """
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=self.collate

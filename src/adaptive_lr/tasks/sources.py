@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-class DataError(ValueError):
-    """Input data is missing, malformed or empty; the message says which file and what to do."""
+from adaptive_lr.errors import DataError
 
 
 def split_indices(n: int, fraction: float, seed: int, where: str = "validation_split") -> tuple[np.ndarray, np.ndarray]:

@@ -30,238 +30,71 @@ model's own value).
 
 from __future__ import annotations
 
-import ctypes
-import io
 import json
 import math
-import os
-import re
-import shutil
-import tempfile
-from math import gcd
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-from adaptive_lr.errors import ParamsError
-from adaptive_lr.tasks.base import EvalBatch, Task
+from adaptive_lr.errors import DataError, ParamsError
 from adaptive_lr.files import save_torch
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
+from adaptive_lr.tasks.base import EvalBatch, Task
+from adaptive_lr.tasks.batching import LengthGroupedBatches
+from adaptive_lr.tasks.sources import load_real, load_split, require_columns, split_indices
+from adaptive_lr.tasks.speech.audio import PAD_MULTIPLE, SAMPLE_RATE, _trim, decode_audio, resample, to_int16
+from adaptive_lr.tasks.speech.ctc import VOCAB, ctc_greedy_decode, encode_text, normalize_text
+from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS, _Espeak, _uniform
+from adaptive_lr.validation import Knob, defaults
 
-SAMPLE_RATE = 16_000
-# Padding granularity of a batch: few distinct shapes keep the CPU kernels'
-# caches warm and waste at most 0.1 s per utterance.
-PAD_MULTIPLE = SAMPLE_RATE // 10
-
-BLANK = "<pad>"
-# Index 0 is the CTC blank (it doubles as the model's pad token, which is what
-# transformers uses as the blank id). The symbol set is fixed so that
-# ``build_model`` never needs to look at the data.
-VOCAB: list[str] = [BLANK, " ", "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
-CHAR_TO_ID = {c: i for i, c in enumerate(VOCAB)}
-
-DEFAULT_WORDS = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
-]  # fmt: skip
-DEFAULT_VOICES = [
-    # no breathy variants (+f2, +f3 ...): their noise does not follow any seed we can set
-    "en", "en-us", "en-GB-x-rp", "en-gb-scotland", "en-029",
-    "en+m3", "en-us+m2", "en+m1", "en-us+m4", "en-GB-x-rp+m2",
-]  # fmt: skip
-
-DATA_DEFAULTS: dict[str, Any] = {
-    "words": 10,  # an int N for the first N of DEFAULT_WORDS (the digits), or a list of words
-    "voices": DEFAULT_VOICES,
-    "n_train": 1200,  # builtin: utterances split into train/val by cfg.validation_split
-    "n_test": 300,  # builtin: utterances in the separate test set
-    "rate": [120, 190],  # espeak words per minute, uniform
-    "pitch": [30, 70],  # espeak pitch 0-99, uniform
-    "snr_db": [20, 40],  # white-noise SNR, uniform
-    "pad_s": [0.0, 0.05],  # silence added before and after the word, uniform (seconds)
-    "max_train": None,  # caps on split sizes (null = all)
-    "max_val": None,
-    "max_test": None,
-    "max_seconds": None,  # drop longer clips (hub/local; null = keep all)
-    "hub_name": "openslr/librispeech_asr",
-    "hub_config": "clean",
-    "hub_splits": {"train": "train.100", "val": "validation", "test": "test"},
+# the knobs under tasks.speech.data and tasks.speech.model: kind, default, range
+DATA_SPEC: dict[str, Knob] = {
+    # an int N for the first N of DEFAULT_WORDS (the digits), or a list of words
+    "words": Knob(
+        ("int", "strs"), 10, ge=1, le=len(DEFAULT_WORDS), min_items=1,
+        hint="N: the first N built-in words; in a list, quote yes/no/on/off or YAML reads booleans",
+    ),
+    "voices": Knob("strs", DEFAULT_VOICES, min_items=1),  # espeak-ng voices
+    "n_train": Knob("int", 1200, ge=2),  # builtin: utterances split into train/val by cfg.validation_split
+    "n_test": Knob("int", 300, ge=1),  # builtin: utterances in the separate test set
+    "rate": Knob("span", [120, 190], ge=80, le=450),  # espeak words per minute (its range), uniform
+    "pitch": Knob("span", [30, 70], ge=0, le=99),  # espeak pitch 0-99, uniform
+    "snr_db": Knob("span", [20, 40]),  # white-noise SNR, uniform
+    "pad_s": Knob("span", [0.0, 0.05], ge=0),  # silence added before and after the word, uniform (seconds)
+    "max_train": Knob("int", None, ge=1),  # caps on split sizes (null = all)
+    "max_val": Knob("int", None, ge=1),
+    "max_test": Knob("int", None, ge=1),
+    "max_seconds": Knob("float", None, gt=0),  # drop longer clips (hub/local; null = keep all)
+    "hub_name": Knob("str", "openslr/librispeech_asr"),
+    "hub_config": Knob("str", "clean", null=True),
+    "hub_splits": Knob("mapping", {"train": "train.100", "val": "validation", "test": "test"}),
 }
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "name": "facebook/wav2vec2-base",  # hub/local only
-    "hidden_size": 256,
-    "num_layers": 4,
-    "num_heads": 4,
-    "ffn_size": 1024,
-    "conv_channels": 64,
-    "conv_norm": "group",  # "group": GroupNorm on the first conv only; "layer": LayerNorm after each
-    "conv_kernel": [10, 3, 3, 3, 2],
+MODEL_SPEC: dict[str, Knob] = {
+    "name": Knob("str", "facebook/wav2vec2-base"),  # hub/local only
+    "hidden_size": Knob("int", 256, ge=1),
+    "num_layers": Knob("int", 4, ge=1),
+    "num_heads": Knob("int", 4, ge=1),
+    "ffn_size": Knob("int", 1024, ge=1),
+    "conv_channels": Knob("int", 64, ge=1),
+    # "group": GroupNorm on the first conv only; "layer": LayerNorm after each
+    "conv_norm": Knob("str", "group", choices=("group", "layer")),
+    "conv_kernel": Knob("ints", [10, 3, 3, 3, 2], ge=1, min_items=1),
     # product 640 = one frame per 40 ms: half the encoder work of wav2vec2's 20 ms,
     # and CTC leaves its all-blank plateau in far fewer steps on short words
-    "conv_stride": [5, 4, 4, 4, 2],
-    "pos_conv_kernel": 64,
-    "pos_conv_groups": 16,
-    "attention": "eager",
-    "dropout": 0.0,
-    "layerdrop": 0.0,
-    "mask_time_prob": 0.0,
+    "conv_stride": Knob("ints", [5, 4, 4, 4, 2], ge=1, min_items=1),
+    "pos_conv_kernel": Knob("int", 64, ge=1),
+    "pos_conv_groups": Knob("int", 16, ge=1),
+    "attention": Knob("str", "eager", choices=("eager", "sdpa")),
+    "dropout": Knob("float", 0.0, null=True, ge=0, lt=1),  # null keeps a pretrained model's own value
+    "layerdrop": Knob("float", 0.0, null=True, ge=0, lt=1),
+    "mask_time_prob": Knob("float", 0.0, null=True, ge=0, le=1),
 }
+DATA_DEFAULTS: dict[str, Any] = defaults(DATA_SPEC)
+MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SPEC)
 
-
-# --------------------------------------------------------------------------- text
-
-
-def normalize_text(text: str) -> str:
-    """Upper-case, keep letters, apostrophes and single spaces (LibriSpeech style)."""
-    text = re.sub(r"[^A-Z' ]+", " ", text.upper())
-    return " ".join(text.split())
-
-
-def encode_text(text: str) -> list[int]:
-    """Character ids of a normalised transcript (unknown characters are dropped)."""
-    return [CHAR_TO_ID[c] for c in text if c in CHAR_TO_ID and c != BLANK]
-
-
-def ctc_greedy_decode(logits: torch.Tensor, lengths: torch.Tensor | None = None) -> list[str]:
-    """Best-path CTC decoding: argmax per frame, collapse repeats, drop blanks.
-
-    Args:
-        logits: ``(batch, frames, len(VOCAB))`` scores.
-        lengths: valid frames per utterance (default: all frames).
-    """
-    ids = logits.argmax(dim=-1).cpu()
-    out = []
-    for b in range(ids.shape[0]):
-        seq = ids[b, : int(lengths[b])] if lengths is not None else ids[b]
-        seq = torch.unique_consecutive(seq)
-        text = "".join(VOCAB[i] for i in seq.tolist() if i != 0)
-        out.append(" ".join(text.split()))
-    return out
-
-
-# --------------------------------------------------------------------------- audio
-
-
-def resample(wave: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Polyphase resampling of a float waveform to ``target`` Hz."""
-    if sr == target:
-        return wave.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = gcd(int(sr), int(target))
-    return resample_poly(wave, target // g, int(sr) // g).astype(np.float32)
-
-
-def to_int16(wave: np.ndarray) -> torch.Tensor:
-    """Float waveform in [-1, 1] to an int16 tensor (half the memory of float32 on disk)."""
-    return torch.from_numpy(np.clip(np.round(wave * 32767.0), -32768, 32767).astype(np.int16))
-
-
-def decode_audio(data: bytes | None, path: str | None, where: str, base_dir: Path | None = None) -> np.ndarray:
-    """Decode one clip (bytes, else a file path) to mono float32 at 16 kHz.
-
-    Raises:
-        DataError: naming ``where`` when the clip is missing, unreadable or empty.
-    """
-    import soundfile as sf
-
-    try:
-        if data:
-            wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        elif path:
-            p = Path(path)
-            if not p.is_absolute() and base_dir is not None and not p.exists():
-                p = base_dir / p
-            wave, sr = sf.read(str(p), dtype="float32", always_2d=True)
-        else:
-            raise DataError(f"{where}: the audio has neither bytes nor a path")
-    except DataError:
-        raise
-    except Exception as exc:  # soundfile raises several types; the caller needs the clip's name
-        raise DataError(f"{where}: cannot decode the audio ({type(exc).__name__}: {exc})") from exc
-    if wave.size == 0 or wave.shape[0] == 0:
-        raise DataError(f"{where}: the audio clip is empty (0 samples)")
-    return resample(wave.mean(axis=1), sr)
-
-
-class _Espeak:
-    """A private instance of libespeak-ng, driven through ctypes.
-
-    espeak-ng keeps synthesis state in C statics (pitch flutter phase, gain
-    control, echo buffer) that survive ``espeak_Initialize``, so the same text
-    sounds slightly different depending on what was spoken before. A private
-    copy of the shared library (fresh statics) makes one ``prepare`` call
-    reproducible whatever ran earlier in the process. (Breathy voice variants
-    such as ``+f2`` add noise that no seed we can reach controls: the default
-    voice list leaves them out.)
-    """
-
-    _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-
-    def __init__(self) -> None:
-        import espeakng_loader
-
-
-        self._dir = tempfile.mkdtemp(prefix="espeak-")
-        lib_path = os.path.join(self._dir, "libespeak-ng-private.so")
-        shutil.copyfile(espeakng_loader.get_library_path(), lib_path)
-        self._lib = ctypes.CDLL(lib_path)
-        # 2 = AUDIO_OUTPUT_SYNCHRONOUS: samples arrive through the callback before Synth returns.
-        self.sample_rate = self._lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak-ng failed to initialise (returned {self.sample_rate})")
-        self._chunks: list[np.ndarray] = []
-        self._cb = self._CALLBACK(self._collect)  # keep a reference: C holds only the pointer
-        self._lib.espeak_SetSynthCallback(self._cb)
-        self._voice: str | None = None
-
-    def _collect(self, wav, n, _events) -> int:
-        if n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    def synth(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-        """Speak ``text``; return float32 samples at :attr:`sample_rate`."""
-        if voice != self._voice:
-            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ParamsError(f"tasks.speech.data.voices: espeak-ng has no voice {voice!r} (e.g. 'en', 'en-us', 'en-us+f3', 'en-029')")
-            self._voice = voice
-        self._lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE
-        self._lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
-        self._chunks = []
-        raw = text.encode("utf-8")
-        self._lib.espeak_Synth(raw, len(raw) + 1, 0, 0, 0, 1, None, None)  # 1 = espeakCHARS_UTF8
-        self._lib.espeak_Synchronize()
-        if not self._chunks:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(self._chunks).astype(np.float32) / 32768.0
-
-    def close(self) -> None:
-        """Forget the library copy (the mapping stays until process exit; the file goes now)."""
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-def _trim(wave: np.ndarray, sr: int, threshold: float = 0.02, margin_s: float = 0.02) -> np.ndarray:
-    """Cut leading/trailing near-silence, keeping a short margin around the speech."""
-    loud = np.nonzero(np.abs(wave) > threshold * max(float(np.abs(wave).max()), 1e-9))[0]
-    if loud.size == 0:
-        return wave
-    margin = int(margin_s * sr)
-    return wave[max(0, loud[0] - margin) : loud[-1] + margin + 1]
-
-
-def _uniform(rng: np.random.Generator, bounds: Any, name: str) -> float:
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if number(bounds):
-        bounds = [bounds, bounds]
-    if not (isinstance(bounds, list) and len(bounds) == 2 and all(map(number, bounds))) or bounds[1] < bounds[0]:
-        raise ParamsError(f"tasks.speech.data.{name} = {bounds!r}: expected a number or [low, high] with low <= high")
-    lo, hi = bounds
-    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -295,48 +128,6 @@ class SpeechDataset(torch.utils.data.Dataset):
         }
 
 
-class LengthGroupedBatches:
-    """Batches of utterances of similar length, re-drawn on every pass when shuffling.
-
-    Like a ``DataLoader``, one object serves every epoch: each ``iter()`` draws
-    a new grouping from ``generator``, so runs are reproducible from its seed.
-    Utterances are ordered by padded length (0.1 s units) with random order
-    inside each length, cut into batches, and the batches are shuffled.
-    """
-
-    def __init__(self, dataset, batch_size: int, shuffle: bool, generator: torch.Generator, collate):
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.generator = generator
-        self.collate = collate
-        lengths = getattr(dataset, "lengths", None)
-        if lengths is None:
-            lengths = [int(dataset[i]["input_values"].numel()) for i in range(len(dataset))]
-        self.buckets = -(-np.asarray(lengths, dtype=np.int64) // PAD_MULTIPLE)
-
-    def __len__(self) -> int:
-        return -(-len(self.buckets) // self.batch_size)
-
-    def groups(self) -> list[list[int]]:
-        """The index groups of one pass (draws from the generator when shuffling)."""
-        n = len(self.buckets)
-        if self.shuffle:
-            # random order inside each padded length, then a stable sort by length:
-            # groups change from pass to pass but stay tight
-            perm = torch.randperm(n, generator=self.generator).numpy()
-            order = perm[np.argsort(self.buckets[perm], kind="stable")]
-        else:
-            order = np.argsort(self.buckets, kind="stable")
-        groups = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
-        if self.shuffle:
-            groups = [groups[i] for i in torch.randperm(len(groups), generator=self.generator).tolist()]
-        return groups
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for group in self.groups():
-            yield self.collate([self.dataset[i] for i in group])
-
 
 # --------------------------------------------------------------------------- task
 
@@ -347,12 +138,16 @@ class SpeechTask(Task):
     name = "speech"
     metric = "wer"
     higher_is_better = False
-    data_defaults = DATA_DEFAULTS
-    model_defaults = MODEL_DEFAULTS
-    knob_kinds = {
-        **{k: ("a number", "a list") for k in ("words", "rate", "pitch", "snr_db", "pad_s")},  # a list, or one value
-        **{k: ("a number",) for k in ("max_train", "max_val", "max_test", "max_seconds")},
-    }
+    data_spec = DATA_SPEC
+    model_spec = MODEL_SPEC
+
+    @classmethod
+    def check_knobs(cls, data: dict | None, model: dict | None) -> tuple[dict, dict]:
+        data, model = super().check_knobs(data, model)
+        words = data.get("words")
+        if isinstance(words, list) and not all(normalize_text(w) for w in words):
+            raise ParamsError(f"tasks.speech.data.words = {words!r}: each word must hold a letter")
+        return data, model
 
     # data -----------------------------------------------------------------
     def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
@@ -370,37 +165,23 @@ class SpeechTask(Task):
         return sizes
 
     def _cap(self, split: str, audio: list, text: list) -> tuple[list, list]:
-        max_s = self.knobs["max_seconds"]
+        max_s = self.data_cfg["max_seconds"]
         if max_s and self.cfg.source != "builtin":
             keep = [i for i, a in enumerate(audio) if a.numel() <= max_s * SAMPLE_RATE]
             audio, text = [audio[i] for i in keep], [text[i] for i in keep]
-        cap = self.knobs[f"max_{split}"]
+        cap = self.data_cfg[f"max_{split}"]
         if cap is not None:
             audio, text = audio[: int(cap)], text[: int(cap)]
         return audio, text
 
     def _words(self) -> list[str]:
-        words = self.knobs["words"]
-        if isinstance(words, int) and not isinstance(words, bool):
-            if not 1 <= words <= len(DEFAULT_WORDS):
-                raise DataError(f"tasks.speech.data.words = {words}: expected 1..{len(DEFAULT_WORDS)} or a list of words")
-            words = DEFAULT_WORDS[:words]
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) and normalize_text(w) for w in words):
-            # YAML reads unquoted yes/no/on/off as booleans: say so, it is the usual cause
-            raise DataError(
-                f"tasks.speech.data.words = {words!r}: expected an int or a list of words "
-                "(quote yes/no/on/off in YAML, or they become booleans)"
-            )
-        return [normalize_text(w) for w in words]
+        words = self.data_cfg["words"]  # checked when params.yaml was read (DATA_SPEC, check_knobs)
+        return [normalize_text(w) for w in (DEFAULT_WORDS[:words] if isinstance(words, int) else words)]
 
     def _builtin(self, seed: int) -> dict[str, tuple[list, list]]:
-        d = self.knobs
+        d = self.data_cfg  # its ranges were checked when params.yaml was read (DATA_SPEC)
         words, voices = self._words(), list(d["voices"])
-        if not voices:
-            raise DataError("tasks.speech.data.voices: expected at least one espeak-ng voice")
         n_test, n_train = int(d["n_test"]), int(d["n_train"])
-        if n_test < 1 or n_train < 2:
-            raise DataError(f"tasks.speech.data: n_train = {n_train} (>= 2) and n_test = {n_test} (>= 1) are too small")
         rng = np.random.default_rng(seed)
         engine = _Espeak()
         try:
@@ -414,7 +195,7 @@ class SpeechTask(Task):
         return {"train": pick(train_i), "val": pick(val_i), "test": test}
 
     def _synth_many(self, engine: _Espeak, rng, words, voices, n) -> tuple[list, list]:
-        d = self.knobs
+        d = self.data_cfg
         # Draw every random choice before synthesising: espeak-ng's output can differ
         # by a few samples from run to run, and must not shift the draws that follow.
         specs = [
@@ -449,7 +230,7 @@ class SpeechTask(Task):
         """LibriSpeech from the hub, or local parquet files in its schema."""
         import datasets
 
-        d = self.knobs
+        d = self.data_cfg
         names = {"train": d["hub_splits"]["train"], "val": d["hub_splits"]["val"], "test": d["hub_splits"]["test"]}
         raw = load_real(self.cfg, d["hub_name"], d["hub_config"], list(names.values()), columns={"audio": "struct", "text": "string"})
         if self.cfg.source == "local":
@@ -522,14 +303,17 @@ class SpeechTask(Task):
         self, dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool, generator: torch.Generator
     ) -> Iterable[dict[str, Any]]:
         """Length-grouped batches (see :class:`LengthGroupedBatches`): little padding per batch."""
-        return LengthGroupedBatches(dataset, batch_size, shuffle, generator, self.collate)
+        lengths = getattr(dataset, "lengths", None)
+        if lengths is None:  # e.g. a Subset of a SpeechDataset: measure each clip
+            lengths = [int(dataset[i]["input_values"].numel()) for i in range(len(dataset))]
+        return LengthGroupedBatches(dataset, batch_size, shuffle, generator, self.collate, lengths, PAD_MULTIPLE)
 
     # model ------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         """A small Wav2Vec2ForCTC from config (builtin), else a pretrained one with a fresh CTC head."""
         from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-        m = self.model_knobs
+        m = self.model_cfg
         common = {
             "vocab_size": len(VOCAB),
             "pad_token_id": 0,  # transformers uses the pad id as the CTC blank
@@ -632,4 +416,3 @@ class SpeechTask(Task):
         if not references:
             raise ValueError("no references to score")
         return float(jiwer.wer(list(references), list(predictions)))
-

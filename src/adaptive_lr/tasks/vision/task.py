@@ -18,25 +18,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptive_lr.tasks.base import ClassificationTask
+from adaptive_lr.errors import DataError
 from adaptive_lr.files import save_torch
-from adaptive_lr.tasks.sources import DataError, load_real, load_split, require_columns, split_indices
+from adaptive_lr.tasks.base import ClassificationTask
+from adaptive_lr.tasks.sources import load_real, load_split, require_columns, split_indices
+from adaptive_lr.validation import Knob
 
 # CIFAR-10 channel statistics; the stand-in is normalised with its own.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
-DATA_DEFAULTS = {
-    "n_test": 360,  # builtin: digits held out for the test split (of 1797)
-    "n_train": None,  # builtin: cap on train+val digits (None = all the rest)
-    "noise": 0.5,  # builtin: std of the Gaussian pixel noise
-    "distractor": 0.6,  # builtin: intensity of the second, wrong digit
-    "clutter": 0.6,  # builtin: intensity of the colour clutter
-    "max_rotation": 25.0,  # builtin: degrees
-    "min_scale": 0.6,  # builtin: smallest digit size, as a fraction of the canvas
-    "max_examples": None,  # hub/local: cap per split (None = all)
+# the knobs under tasks.vision.data and tasks.vision.model: kind, default, range
+DATA_SPEC = {
+    "n_test": Knob("int", 360, ge=1),  # builtin: digits held out for the test split (of 1797)
+    "n_train": Knob("int", None, ge=2),  # builtin: cap on train+val digits (None = all the rest; >= 2: one of each)
+    "noise": Knob("float", 0.5, ge=0),  # builtin: std of the Gaussian pixel noise
+    "distractor": Knob("float", 0.6, ge=0),  # builtin: intensity of the second, wrong digit
+    "clutter": Knob("float", 0.6, ge=0),  # builtin: intensity of the colour clutter
+    "max_rotation": Knob("float", 25.0, ge=0, le=180),  # builtin: degrees, either way
+    "min_scale": Knob("float", 0.6, gt=0, le=1),  # builtin: smallest digit size, as a fraction of the canvas
+    "max_examples": Knob("int", None, ge=1),  # hub/local: cap per split (None = all)
 }
-MODEL_DEFAULTS = {"width": 16, "num_classes": 10}
+MODEL_SPEC = {
+    "width": Knob("int", 16, ge=1),  # channels of the first ResNet stage
+    "num_classes": Knob("int", 10, ge=10, hint="the labels are the digits 0-9 or CIFAR-10's classes"),
+}
 
 
 def _place(img8: torch.Tensor, max_rot: float, min_scale: float, g: torch.Generator | None) -> torch.Tensor:
@@ -54,7 +60,9 @@ def _place(img8: torch.Tensor, max_rot: float, min_scale: float, g: torch.Genera
     return F.grid_sample(img8, grid, align_corners=False, padding_mode="zeros")
 
 
-def render(digits: torch.Tensor, distractors: torch.Tensor, knobs: dict, g: torch.Generator | None = None) -> torch.Tensor:
+def render(
+    digits: torch.Tensor, distractors: torch.Tensor, knobs: dict, g: torch.Generator | None = None
+) -> torch.Tensor:
     """Render Nx8x8 digits (0..1) and their distractor digits into cluttered Nx3x32x32 uint8 images."""
     n = len(digits)
     digit = _place(digits.view(n, 1, 8, 8), knobs["max_rotation"], knobs["min_scale"], g)
@@ -143,9 +151,8 @@ class VisionTask(ClassificationTask):
     """10-class image classification; metric: accuracy."""
 
     name = "vision"
-    data_defaults = DATA_DEFAULTS
-    model_defaults = MODEL_DEFAULTS
-    knob_kinds = {"n_train": ("a number",), "max_examples": ("a number",)}
+    data_spec = DATA_SPEC
+    model_spec = MODEL_SPEC
 
     def __init__(self, cfg: Any):
         super().__init__(cfg)
@@ -157,7 +164,8 @@ class VisionTask(ClassificationTask):
         ref = splits["val"][0].float() / 255  # rendered images in every source
         mean, std = ref.mean(dim=(0, 2, 3)), ref.std(dim=(0, 2, 3))
         for split, (x, y) in splits.items():
-            save_torch({"x": x, "y": y, "mean": mean, "std": std, "render": x.dim() == 3}, Path(out_dir) / f"{split}.pt")
+            blob = {"x": x, "y": y, "mean": mean, "std": std, "render": x.dim() == 3}
+            save_torch(blob, Path(out_dir) / f"{split}.pt")
         return {split: len(y) for split, (x, y) in splits.items()}
 
     def _builtin(self, seed: int) -> dict:
@@ -169,12 +177,14 @@ class VisionTask(ClassificationTask):
         labels_np = digits.target.astype(np.int64)
         labels = torch.from_numpy(labels_np)
         g = torch.Generator().manual_seed(seed)
-        images = render(raw, raw[pick_distractors(labels_np, rng)], self.knobs, g)
+        images = render(raw, raw[pick_distractors(labels_np, rng)], self.data_cfg, g)
         n = len(labels)
-        rest, test = split_indices(n, self.knobs["n_test"] / n, seed, "tasks.vision.data.n_test")
-        if self.knobs["n_train"]:
-            rest = rest[: self.knobs["n_train"]]
-        train_i, val_i = split_indices(len(rest), self.cfg.validation_split, seed + 1, "tasks.vision.data.n_train / validation_split")
+        rest, test = split_indices(n, self.data_cfg["n_test"] / n, seed, "tasks.vision.data.n_test")
+        if self.data_cfg["n_train"]:
+            rest = rest[: self.data_cfg["n_train"]]
+        train_i, val_i = split_indices(
+            len(rest), self.cfg.validation_split, seed + 1, "tasks.vision.data.n_train / validation_split"
+        )
         train, val = rest[train_i], rest[val_i]
         out = {s: (images[idx], labels[idx]) for s, idx in (("val", val), ("test", test))}
         # the training split keeps the raw digits: they are rendered afresh every epoch
@@ -185,7 +195,7 @@ class VisionTask(ClassificationTask):
         from PIL import Image
 
         raw = load_real(self.cfg, "uoft-cs/cifar10", columns={"img": "struct", "label": "integer"})
-        cap = self.knobs["max_examples"]
+        cap = self.data_cfg["max_examples"]
         out = {}
         for split, ds in raw.items():
             where = f"{self.cfg.path or 'uoft-cs/cifar10'} ({split})"
@@ -201,7 +211,8 @@ class VisionTask(ClassificationTask):
             out["val"] = out.pop("validation")
         else:
             x, y = out["train"]
-            train_i, val_i = split_indices(len(y), self.cfg.validation_split, seed, f"{self.cfg.path or 'uoft-cs/cifar10'} (train) / validation_split")
+            where = f"{self.cfg.path or 'uoft-cs/cifar10'} (train) / validation_split"
+            train_i, val_i = split_indices(len(y), self.cfg.validation_split, seed, where)
             out["train"], out["val"] = (x[train_i], y[train_i]), (x[val_i], y[val_i])
         return out
 
@@ -209,7 +220,7 @@ class VisionTask(ClassificationTask):
         blob = load_split(data_dir, split, "prepare@vision", ("x", "y", "mean", "std", "render"))
         self._mean, self._std = blob["mean"].view(1, 3, 1, 1), blob["std"].view(1, 3, 1, 1)
         if blob["render"]:
-            return RenderedDigits(blob["x"], blob["y"], self.knobs)
+            return RenderedDigits(blob["x"], blob["y"], self.data_cfg)
         return torch.utils.data.TensorDataset(blob["x"], blob["y"])
 
     def collate(self, items: list) -> dict[str, Any]:
@@ -218,7 +229,7 @@ class VisionTask(ClassificationTask):
 
     # model ------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return resnet18(int(self.model_knobs["width"]), int(self.model_knobs["num_classes"]))
+        return resnet18(int(self.model_cfg["width"]), int(self.model_cfg["num_classes"]))
 
     def logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return model(batch["x"]).float()

@@ -1,0 +1,182 @@
+"""The comparison as markdown: the headline table, per-task tables, and the number formats they use."""
+
+from __future__ import annotations
+
+from adaptive_lr.compare.aggregate import EPOCHS_AIM, OURS
+from adaptive_lr.compare.stats import CONFIDENCE
+
+
+def format_mean_std(ms: dict, digits: int = 3) -> str:
+    """``mean ± std`` of a :func:`~adaptive_lr.compare.stats.mean_std` result, or ``-`` when there is no mean."""
+    if ms["mean"] is None:
+        return "-"
+    return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def format_number(x: float | None, fmt: str = "{:.2f}") -> str:
+    """``x`` in format ``fmt``, or ``-`` when there is no value."""
+    return "-" if x is None else fmt.format(x)
+
+
+def format_diverged(v: dict) -> str:
+    """How many seeds of a schedule diverged, and at which epochs."""
+    epochs = [str(r["diverged_epoch"]) for r in v["per_seed"].values() if r["diverged_epoch"] is not None]
+    return f"{len(epochs)} (epoch {', '.join(epochs)})" if epochs else "0"
+
+
+def best_schedule(entry: dict) -> str | None:
+    """The schedule with the best mean test metric on one task (None when none has one)."""
+    means = {
+        s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None
+    }
+    return (max if entry["higher_is_better"] else min)(means, key=means.get) if means else None
+
+
+def _direction(entry: dict) -> str:
+    return "↑" if entry["higher_is_better"] else "↓"
+
+
+def _to_target(v: dict) -> str:
+    """Epochs to target (mean ± std) and how many seeds reached it."""
+    return f"{format_mean_std(v['epochs_to_target'], 1)} ({v['epochs_to_target']['reached']}/{v['seeds']})"
+
+
+def headline(comparison: dict) -> str:
+    """One table: test metric (mean ± std) of every schedule on every task, the best in bold."""
+    from tabulate import tabulate
+
+    tasks = list(comparison)
+    best = {t: best_schedule(comparison[t]) for t in tasks}
+    schedules = list(dict.fromkeys(s for t in tasks for s in comparison[t]["schedules"]))
+    rows = []
+    for s in schedules:
+        row = [s]
+        for t in tasks:
+            v = comparison[t]["schedules"].get(s)
+            cell = format_mean_std(v["test_metric"]) if v else "-"
+            row.append(f"**{cell}**" if s == best[t] else cell)
+        rows.append(row)
+    headers = ["schedule"] + [f"{t} test {comparison[t]['metric']} ({_direction(comparison[t])})" for t in tasks]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def to_markdown(comparison: dict) -> str:
+    """Readable tables per task: quality and convergence, overhead, and the paired verdicts."""
+    from tabulate import tabulate
+
+    lines = [
+        "# Comparison of learning-rate schedules", "",
+        "Mean ± std over seeds. Test metric on the held-out test split; convergence measured on the",
+        "validation split against each task's pre-set `target_val_loss` (runs that never reach it are",
+        "counted in *reached*, not averaged as their last epoch). Overhead ratios are mean / mean of `fixed`.",
+        "", "## Headline: test metric", "", headline(comparison),
+    ]
+    for task, entry in comparison.items():
+        metric, hib, best = entry["metric"], entry["higher_is_better"], best_schedule(entry)
+        rows = []
+        for s, v in entry["schedules"].items():
+            tm = format_mean_std(v["test_metric"])
+            rows.append([
+                f"**{s}**" if s == best else s,
+                f"**{tm}**" if s == best else tm,
+                format_mean_std(v["test_loss"]),
+                f"{format_mean_std(v['best_val_loss'])} @ {format_number(v['best_epoch']['mean'], '{:.1f}')}",
+                _to_target(v),
+                format_mean_std(v["seconds_to_target"], 1),
+                format_diverged(v),
+            ])
+        lines += [
+            "",
+            f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; "
+            f"target val loss {entry['target_val_loss']})",
+            "",
+        ]
+        headers = [
+            "schedule", f"test {metric}", "test loss", "best val loss @ epoch", "epochs to target (reached)",
+            "seconds to target", "diverged",
+        ]
+        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+
+        gpu = any(v["gpu_peak_mb"]["mean"] is not None for v in entry["schedules"].values())
+        rows = []
+        for s, v in entry["schedules"].items():
+            rel = v.get("relative_to_fixed", {})
+            row = [
+                s, format_mean_std(v["train_seconds"], 1), format_number(rel.get("train_seconds"), "{:.2f}x"),
+                format_mean_std(v["seconds_per_epoch"], 2),
+                format_number(v["val_share"], "{:.1%}"), format_number(v["probe_cost"], "{:.1%}"),
+                format_number(v["sched_share"], "{:.2%}"),
+                format_number(v["cpu_util"]["mean"]), format_number(v["peak_rss_mb"]["mean"], "{:.0f}"),
+                format_number(rel.get("peak_rss_mb"), "{:.2f}x"),
+            ]
+            if gpu:
+                row += [
+                    format_number(v["gpu_peak_mb"]["mean"], "{:.0f}"), format_number(v["gpu_util"]["mean"], "{:.0f}%"),
+                ]
+            rows.append(row)
+        headers = [
+            "schedule", "train s", "x fixed", "s / epoch", "validation", "probes / optim", "scheduler", "CPU (cores)",
+            "peak RSS MiB", "x fixed",
+        ]
+        if gpu:
+            headers += ["GPU peak MiB", "GPU util"]
+        lines += [
+            "",
+            f"Overhead on {task} (validation and scheduler: share of training time; "
+            "probes: in-epoch probe seconds per optimisation second):",
+            "",
+        ]
+        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
+
+        if f"{OURS}_vs" in entry:
+            rows = [
+                [f"{OURS} vs {other}", p["n"], format_number(p["diff"], "{:+.3f}"),
+                 "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+                 format_number(p["p_value"], "{:.3f}"), p["verdict"]]
+                for other, v in entry[f"{OURS}_vs"].items() for p in [v["test_metric"]]
+            ]
+            lines += [
+                "",
+                f"Paired over seeds, test {metric} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):",
+                "",
+            ]
+            headers = ["pair", "seeds", "diff", "95% CI", "p", "verdict"]
+            lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+        if entry.get("ablations"):
+            vs = entry.get(f"{OURS}_vs", {})
+            rows = [
+                [a, format_mean_std(v["test_metric"]), _to_target(v), format_mean_std(v["best_val_loss"]),
+                 format_diverged(v), format_number(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"),
+                 vs.get(a, {}).get("test_metric", {}).get("verdict", "-")]
+                for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
+            ]
+            lines += ["", f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):", ""]
+            headers = [
+                "variant", f"test {metric}", "epochs to target (reached)", "best val loss", "diverged", "diff",
+                "verdict",
+            ]
+            lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+        if "aims" in entry:
+            a = entry["aims"]
+            if a["epochs_ratio"] is None:
+                ratio = f"not measurable (not every seed of {OURS} reached the target)"
+            else:
+                ratio = f"{a['epochs_ratio']:.2f}x ({a['fastest_other_to_target']})"
+            if a["rank"] is None:
+                place = "has no test metric (every seed diverged)"
+            else:
+                place = f"is {a['rank']} of {a['of']}"
+            lines += [
+                "",
+                f"Aims on {task}: {OURS} {place} on test {metric} (best other: {a['best_other']}); "
+                f"epochs to target vs the fastest other schedule: {ratio}. Aims: first, and ≤ {EPOCHS_AIM}x.",
+            ]
+        lines += [
+            "",
+            f"![validation loss, {task}](../plots/val_loss_{task}.png)",
+            f"![learning rate, {task}](../plots/lr_{task}.png)",
+        ]
+    lines += ["", "![time to target](../plots/time_to_target.png)", "![overhead](../plots/overhead.png)"]
+    if any(entry.get("ablations") for entry in comparison.values()):
+        lines.append("![ablations](../plots/ablations.png)")
+    return "\n".join(lines) + "\n"
