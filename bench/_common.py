@@ -14,9 +14,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 # the library of *this* tree, as the stage scripts do (an editable install could point elsewhere)
@@ -36,20 +36,35 @@ def add_common_args(parser: argparse.ArgumentParser, epochs: int, repeats: int) 
     """The options every training bench takes (task, size of the run, repeats, threads, data)."""
     parser.add_argument("--task", choices=TASKS, default="vision", help="task of params.yaml (default: vision)")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs per run (default: {epochs})")
-    parser.add_argument("--repeats", type=int, default=repeats, help=f"runs of each variant, interleaved (default: {repeats})")
     parser.add_argument(
-        "--n-train", type=int, default=None,
+        "--repeats", type=int, default=repeats, help=f"runs of each variant, interleaved (default: {repeats})"
+    )
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
         help="cap on train+val examples (tasks.<task>.data.n_train; default: params.yaml's value)",
     )
-    parser.add_argument("--n-test", type=int, default=None, help="test examples to prepare (unused by the bench; small = faster prepare)")
-    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: params.yaml's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, so a run beside other jobs is steadier)")
     parser.add_argument(
-        "--data-dir", type=Path, default=None,
+        "--n-test",
+        type=int,
+        default=None,
+        help="test examples to prepare (unused by the bench; small = faster prepare)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: params.yaml's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default: 1, so a run beside other jobs is steadier)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
         help="an already prepared data folder to use (e.g. data/vision, if it matches params.yaml); "
         "default: prepare into a temporary folder",
     )
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml", help="params file (default: the repository's)")
+    parser.add_argument(
+        "--params", type=Path, default=REPO / "params.yaml", help="params file (default: the repository's)"
+    )
 
 
 def check_positive(parser: argparse.ArgumentParser, **values: int | None) -> None:
@@ -72,7 +87,10 @@ def task_config(args: argparse.Namespace) -> tuple[Params, TaskConfig]:
     if args.n_test is not None:
         data["n_test"] = args.n_test
     cfg = replace(
-        cfg, epochs=args.epochs, patience=args.epochs + 1, data=data,
+        cfg,
+        epochs=args.epochs,
+        patience=args.epochs + 1,
+        data=data,
         batch_size=args.batch_size if args.batch_size is not None else cfg.batch_size,
     )
     return params, cfg
@@ -93,7 +111,11 @@ def prepared(task: Task, cfg: TaskConfig, data_dir: Path | None) -> Iterator[tup
             start = time.perf_counter()
             sizes = task.prepare(scratch / "data", cfg.data_seed)
             how = ", ".join(f"{k} {v}" for k, v in sizes.items())
-            yield scratch / "data", scratch, f"data: prepared {cfg.source} {task.name} ({how}) in {time.perf_counter() - start:.1f}s"
+            yield (
+                scratch / "data",
+                scratch,
+                f"data: prepared {cfg.source} {task.name} ({how}) in {time.perf_counter() - start:.1f}s",
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -35,9 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import add_common_args, check_positive, machine, make_task, median, prepared, table
-
 import torch
+from _common import add_common_args, check_positive, machine, make_task, median, prepared, table
 
 from adaptive_lr import schedules
 from adaptive_lr.config import TaskConfig
@@ -111,19 +110,34 @@ def bare_run(task: Task, cfg: TaskConfig, seed: int, data_dir: Path, max_steps: 
 def loop_run(task: Task, cfg: TaskConfig, knobs, seed: int, data_dir: Path, scratch: Path, i: int) -> Timing:
     """``train_one`` with the ``fixed`` schedule; its checkpoint and curves go to ``scratch``."""
     start = time.perf_counter()
-    r = train_one(task, cfg, "fixed", knobs, seed, data_dir, scratch / f"run{i}", scratch / f"live{i}", log=lambda s: None)
+    r = train_one(
+        task, cfg, "fixed", knobs, seed, data_dir, scratch / f"run{i}", scratch / f"live{i}", log=lambda s: None
+    )
     call_s = time.perf_counter() - start
     return Timing(
-        r.optim_seconds, r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds, call_s, r.epochs_run, r.val_loss
+        r.optim_seconds,
+        r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds,
+        call_s,
+        r.epochs_run,
+        r.val_loss,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(parser, epochs=2, repeats=5)
     parser.add_argument("--seed", type=int, default=0, help="seed of both runs (default: 0)")
     args = parser.parse_args(argv)
-    check_positive(parser, epochs=args.epochs, repeats=args.repeats, threads=args.threads, n_train=args.n_train, batch_size=args.batch_size)
+    check_positive(
+        parser,
+        epochs=args.epochs,
+        repeats=args.repeats,
+        threads=args.threads,
+        n_train=args.n_train,
+        batch_size=args.batch_size,
+    )
     params, cfg, task = make_task(args)
     knobs = params.schedules["fixed"]
     if not isinstance(knobs, schedules.FixedKnobs):
@@ -138,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         print(data_line)
         print(
             f"run: {args.epochs} epoch(s) x {n_train} training samples, batch {cfg.batch_size}, Adam lr {cfg.lr:g}, "
-            f"amp {cfg.amp}, device {device.type}, seed {args.seed}; {args.repeats} repeat(s) of each, interleaved, median"
+            f"amp {cfg.amp}, device {device.type}, seed {args.seed}; "
+            f"{args.repeats} repeat(s) of each, interleaved, median"
         )
         print(machine())
 
@@ -160,22 +175,35 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, ts in runs.items():
         rates = [rate(t) for t in ts]
-        rows.append([
-            name, f"{median(rates):.1f}", f"{min(rates):.1f}", f"{max(rates):.1f}",
-            f"{median([t.optim_s for t in ts]):.2f}", f"{median([t.epochs_s for t in ts]):.2f}",
-            f"{median([t.call_s for t in ts]):.2f}", f"{ts[-1].val_loss[-1]:.4f}" if ts[-1].val_loss else "n/a",
-        ])
+        rows.append(
+            [
+                name,
+                f"{median(rates):.1f}",
+                f"{min(rates):.1f}",
+                f"{max(rates):.1f}",
+                f"{median([t.optim_s for t in ts]):.2f}",
+                f"{median([t.epochs_s for t in ts]):.2f}",
+                f"{median([t.call_s for t in ts]):.2f}",
+                f"{ts[-1].val_loss[-1]:.4f}" if ts[-1].val_loss else "n/a",
+            ]
+        )
     print()
-    print(table(
-        ["variant", "optim samples/s", "min", "max", "optim s", "epochs wall s", "whole call s", "last val/loss"], rows
-    ))
+    print(
+        table(
+            ["variant", "optim samples/s", "min", "max", "optim s", "epochs wall s", "whole call s", "last val/loss"],
+            rows,
+        )
+    )
     bare, loop = runs["bare"], runs["loop"]
     optim = median([rate(t) for t in loop]) / median([rate(t) for t in bare])
     pairs = [rate(lt) / rate(bt) for lt, bt in zip(loop, bare)]
     epochs = median([t.epochs_s for t in bare]) / median([t.epochs_s for t in loop])
     call = median([t.call_s for t in bare]) / median([t.call_s for t in loop])
     print()
-    print(f"ratio loop/bare, optimisation samples/s: {optim:.3f}x  (per pair {min(pairs):.3f}x..{max(pairs):.3f}x; aim: >= 0.9x)")
+    print(
+        f"ratio loop/bare, optimisation samples/s: {optim:.3f}x  "
+        f"(per pair {min(pairs):.3f}x..{max(pairs):.3f}x; aim: >= 0.9x)"
+    )
     print(f"ratio loop/bare, epochs wall incl. validation (bare s / loop s): {epochs:.3f}x")
     print(f"ratio loop/bare, whole call incl. setup (bare s / loop s): {call:.3f}x")
 

@@ -28,9 +28,8 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
-from _common import add_common_args, check_positive, machine, make_task, median, prepared, table
-
 import torch
+from _common import add_common_args, check_positive, machine, make_task, median, prepared, table
 
 from adaptive_lr import schedules
 from adaptive_lr.train import TRAIN_STEP_FORWARDS, probes_per_epoch, train_one
@@ -45,11 +44,15 @@ def per_epoch(live_dir: Path, name: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_common_args(parser, epochs=3, repeats=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of every run (default: 0)")
     parser.add_argument(
-        "--probe-budget", type=float, default=None,
+        "--probe-budget",
+        type=float,
+        default=None,
         help="override schedules.adaptive.probe_budget, in [0, 1] (default: params.yaml's)",
     )
     args = parser.parse_args(argv)
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         steps = len(task.batches(train_set, cfg.batch_size, True, torch.Generator()))
         n_val = len(task.batches(val_set, cfg.batch_size, False, torch.Generator()))
         # the probe plan, from the loop's own rule (a dummy parameter: the plan does not depend on the model)
-        plan = schedules.build(knobs["adaptive"], [torch.nn.Parameter(torch.zeros(1))], schedules.Context(cfg.lr, 0.0, cfg.epochs, steps))
+        plan = schedules.build(
+            knobs["adaptive"], [torch.nn.Parameter(torch.zeros(1))], schedules.Context(cfg.lr, 0.0, cfg.epochs, steps)
+        )
         n_probe = plan.probe_batches(n_val)
         probes = probes_per_epoch(plan, steps, n_probe)
         planned = probes * n_probe / (TRAIN_STEP_FORWARDS * steps)
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         print(data_line)
         print(
             f"run: {args.epochs} epochs x {len(train_set)} training samples ({steps} steps of batch {cfg.batch_size}), "
-            f"{len(val_set)} validation samples ({n_val} batches), seed {args.seed}; {args.repeats} repeat(s) of each, interleaved, median"
+            f"{len(val_set)} validation samples ({n_val} batches), seed {args.seed}; "
+            f"{args.repeats} repeat(s) of each, interleaved, median"
         )
         print(
             f"adaptive knobs: probes {k.probes}, probe_size {k.probe_size}, probe_budget {k.probe_budget} -> "
@@ -88,9 +94,19 @@ def main(argv: list[str] | None = None) -> None:
 
         parts: dict[str, dict[str, list[float]]] = {s: {p: [] for p in PARTS + ("probes",)} for s in knobs}
         for i in range(args.repeats):
-            for name in (("adaptive", "fixed") if i % 2 == 0 else ("fixed", "adaptive")):
+            for name in ("adaptive", "fixed") if i % 2 == 0 else ("fixed", "adaptive"):
                 live = scratch / f"{name}{i}" / "live"
-                r = train_one(task, cfg, name, knobs[name], args.seed, data_dir, scratch / f"{name}{i}" / "run", live, log=lambda s: None)
+                r = train_one(
+                    task,
+                    cfg,
+                    name,
+                    knobs[name],
+                    args.seed,
+                    data_dir,
+                    scratch / f"{name}{i}" / "run",
+                    live,
+                    log=lambda s: None,
+                )
                 for p in PARTS:
                     parts[name][p].append(sum(per_epoch(live, p)[1:]))  # epochs 2.. (probes start there)
                 parts[name]["probes"].append(r.probes)
@@ -100,25 +116,59 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for s, m in med.items():
         o = m["train_s"]
-        rows.append([
-            s, f"{samples / o:.1f}", f"{o:.2f}", f"{m['val_s']:.2f}", f"{m['probe_s']:.2f}", f"{m['sched_s']:.4f}", f"{m['probes']:g}",
-            f"{m['val_s'] / o:.4f}", f"{m['probe_s'] / o:.4f}", f"{m['sched_s'] / o:.6f}",
-        ])
+        rows.append(
+            [
+                s,
+                f"{samples / o:.1f}",
+                f"{o:.2f}",
+                f"{m['val_s']:.2f}",
+                f"{m['probe_s']:.2f}",
+                f"{m['sched_s']:.4f}",
+                f"{m['probes']:g}",
+                f"{m['val_s'] / o:.4f}",
+                f"{m['probe_s'] / o:.4f}",
+                f"{m['sched_s'] / o:.6f}",
+            ]
+        )
     print()
     print(f"epochs 2..{args.epochs} (where probes run), seconds are medians over the repeats:")
-    print(table(["schedule", "optim samples/s", "optim s", "val s", "probe s", "sched s", "probes", "val/optim", "probe/optim", "sched/optim"], rows))
+    print(
+        table(
+            [
+                "schedule",
+                "optim samples/s",
+                "optim s",
+                "val s",
+                "probe s",
+                "sched s",
+                "probes",
+                "val/optim",
+                "probe/optim",
+                "sched/optim",
+            ],
+            rows,
+        )
+    )
     a, f = med["adaptive"], med["fixed"]
     measured = a["probe_s"] / a["train_s"]
     print()
-    print(f"ratio probe/optim (adaptive): {measured:.4f}x  (probe_budget {k.probe_budget:g}; planned, in forward passes: {planned:.4f}x)")
+    print(
+        f"ratio probe/optim (adaptive): {measured:.4f}x  "
+        f"(probe_budget {k.probe_budget:g}; planned, in forward passes: {planned:.4f}x)"
+    )
     if planned > 0 and a["probes"] > 0:
         print(f"ratio measured/planned probe share: {measured / planned:.2f}x")
         rate = (a["train_s"] / (steps * (args.epochs - 1))) / (a["probe_s"] / (a["probes"] * n_probe))
-        print(f"ratio a training step / a probe batch, in seconds: {rate:.2f}x  (the budget assumes {TRAIN_STEP_FORWARDS:g}x)")
+        print(
+            f"ratio a training step / a probe batch, in seconds: {rate:.2f}x  "
+            f"(the budget assumes {TRAIN_STEP_FORWARDS:g}x)"
+        )
     print(f"ratio sched/optim (adaptive): {a['sched_s'] / a['train_s']:.6f}x")
     print(f"ratio val/optim: adaptive {a['val_s'] / a['train_s']:.4f}x, fixed {f['val_s'] / f['train_s']:.4f}x")
-    print(f"ratio (val+probe+sched)/optim: adaptive {(a['val_s'] + a['probe_s'] + a['sched_s']) / a['train_s']:.4f}x, "
-          f"fixed {(f['val_s'] + f['probe_s'] + f['sched_s']) / f['train_s']:.4f}x")
+    print(
+        f"ratio (val+probe+sched)/optim: adaptive {(a['val_s'] + a['probe_s'] + a['sched_s']) / a['train_s']:.4f}x, "
+        f"fixed {(f['val_s'] + f['probe_s'] + f['sched_s']) / f['train_s']:.4f}x"
+    )
     print(f"ratio adaptive/fixed optim samples/s: {f['train_s'] / a['train_s']:.3f}x")
 
 

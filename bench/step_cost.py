@@ -29,12 +29,11 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
-
-from _common import REPO, machine, median, table
 
 import torch
+from _common import REPO, machine, median, table
 
 from adaptive_lr import schedules
 from adaptive_lr.config import load_params
@@ -64,12 +63,24 @@ def time_calls(make: Callable[[], Callable], inputs: list) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 256, 2048], help="probe sizes in samples (default: 32 256 2048)")
-    parser.add_argument("--length", type=int, default=100, help="measurements in the stream fed per repeat (default: 100)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved repeats; figures are medians (default: 15)")
-    parser.add_argument("--train-steps", type=int, default=3, help="optimizer/training steps timed per repeat (default: 3)")
-    parser.add_argument("--width", type=int, default=None, help="vision model width (default: params.yaml's; 64 = ResNet-18)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[32, 256, 2048], help="probe sizes in samples (default: 32 256 2048)"
+    )
+    parser.add_argument(
+        "--length", type=int, default=100, help="measurements in the stream fed per repeat (default: 100)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=15, help="interleaved repeats; figures are medians (default: 15)"
+    )
+    parser.add_argument(
+        "--train-steps", type=int, default=3, help="optimizer/training steps timed per repeat (default: 3)"
+    )
+    parser.add_argument(
+        "--width", type=int, default=None, help="vision model width (default: params.yaml's; 64 = ResNet-18)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--params", default=str(REPO / "params.yaml"), help="params file (default: the repository's)")
     args = parser.parse_args(argv)
@@ -92,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         def make() -> Callable:
             param = torch.nn.Parameter(torch.zeros(1))
             return schedules.build(params.schedules[name], [param], ctx).scheduler.step
+
         return make
 
     # the per-sample stream of the largest probe; smaller probes are its first samples, as a probe is
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     train_step(None)  # warm-up: Adam's state, the first-call kernel setup
     steps = [None] * args.train_steps
     references = {
-        f"Adam.step() (vision model, {n_params / 1e6:.2f}M params)": (lambda: (lambda _: opt.step()), steps),
+        f"Adam.step() (vision model, {n_params / 1e6:.2f}M params)": (lambda: lambda _: opt.step(), steps),
         f"train step (fwd+bwd+Adam, batch {cfg.batch_size}, amp {cfg.amp})": (lambda: train_step, steps),
     }
 
@@ -144,17 +156,37 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     for name in variants:
-        rows.append([name, f"{us[name]:.1f}", f"{min(samples[name]):.1f}", f"{us[name] / plateau:.2f}",
-                     f"{100 * us[name] / adam:.3f}", f"{100 * us[name] / train:.4f}"])
+        rows.append(
+            [
+                name,
+                f"{us[name]:.1f}",
+                f"{min(samples[name]):.1f}",
+                f"{us[name] / plateau:.2f}",
+                f"{100 * us[name] / adam:.3f}",
+                f"{100 * us[name] / train:.4f}",
+            ]
+        )
     for name in references:
-        rows.append([name, f"{us[name]:.1f}", f"{min(samples[name]):.1f}", f"{us[name] / plateau:.1f}", f"{100 * us[name] / adam:.1f}", f"{100 * us[name] / train:.1f}"])
+        rows.append(
+            [
+                name,
+                f"{us[name]:.1f}",
+                f"{min(samples[name]):.1f}",
+                f"{us[name] / plateau:.1f}",
+                f"{100 * us[name] / adam:.1f}",
+                f"{100 * us[name] / train:.1f}",
+            ]
+        )
     print()
     print(table(["call", "us/call", "min", "x plateau", "% Adam step", "% train step"], rows))
     big = max(args.sizes)
     print()
-    print(f"ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float): {us['AdaptiveLR.step(float)'] / plateau:.2f}x")
-    print(f"ratio AdaptiveLR.step(list of {big}) / ReduceLROnPlateau.step(float): {us[f'AdaptiveLR.step(list of {big})'] / plateau:.2f}x")
-    print(f"ratio AdaptiveLR.step(list of {big}) / Adam.step(): {us[f'AdaptiveLR.step(list of {big})'] / adam:.4f}x")
+    print(
+        f"ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float): {us['AdaptiveLR.step(float)'] / plateau:.2f}x"
+    )
+    ours = us[f"AdaptiveLR.step(list of {big})"]
+    print(f"ratio AdaptiveLR.step(list of {big}) / ReduceLROnPlateau.step(float): {ours / plateau:.2f}x")
+    print(f"ratio AdaptiveLR.step(list of {big}) / Adam.step(): {ours / adam:.4f}x")
     print(f"ratio AdaptiveLR.step(list of {big}) / train step: {us[f'AdaptiveLR.step(list of {big})'] / train:.5f}x")
 
 

@@ -17,14 +17,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture
 def tiny_vision_cfg() -> TaskConfig:
     return TaskConfig(
-        task="vision", epochs=2, batch_size=16, patience=5, seeds=(0,), target_val_loss=2.0,
-        data={"n_train": 120, "n_test": 60}, model={"width": 8},
+        task="vision",
+        epochs=2,
+        batch_size=16,
+        patience=5,
+        seeds=(0,),
+        target_val_loss=2.0,
+        data={"n_train": 120, "n_test": 60},
+        model={"width": 8},
     )
 
 
 @pytest.fixture
 def tiny_text_cfg() -> TaskConfig:
     return TaskConfig(
-        task="text", lr=3e-4, epochs=1, batch_size=16, seeds=(0,), target_val_loss=0.7,
-        data={"n_train": 40, "n_test": 20, "max_length": 16}, model={"num_layers": 1},
+        task="text",
+        lr=3e-4,
+        epochs=1,
+        batch_size=16,
+        seeds=(0,),
+        target_val_loss=0.7,
+        data={"n_train": 40, "n_test": 20, "max_length": 16},
+        model={"num_layers": 1},
     )

@@ -42,7 +42,17 @@ def main(spec: dict, out: Path) -> None:
         task.build_model = without_dropout(task.build_model)
     rank = distributed.world_from_env().rank
     knobs = schedules.knobs_of("adaptive", spec["knobs"])
-    r = train_one(task, cfg, "adaptive", knobs, 0, Path(spec["data"]), out / f"rank{rank}" / "run", out / f"rank{rank}" / "live", log=lambda s: None)
+    r = train_one(
+        task,
+        cfg,
+        "adaptive",
+        knobs,
+        0,
+        Path(spec["data"]),
+        out / f"rank{rank}" / "run",
+        out / f"rank{rank}" / "live",
+        log=lambda s: None,
+    )
     record = {"lr_trace": r.lr_trace, "val_loss": r.val_loss, "probes": r.probes, "epochs_run": r.epochs_run}
     (out / f"rank{rank}.json").write_text(json.dumps(record))
     distributed.shutdown()

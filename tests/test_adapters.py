@@ -51,8 +51,13 @@ def tiny_bert():
 
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=16, num_labels=2,
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
     )
     return BertForSequenceClassification(config)
 
@@ -61,9 +66,20 @@ def hf_args(tmp_path, **over):
     from transformers import TrainingArguments
 
     kw = dict(
-        output_dir=str(tmp_path), per_device_train_batch_size=16, per_device_eval_batch_size=64, num_train_epochs=3,
-        eval_strategy="steps", eval_steps=4, metric_for_best_model="loss", logging_steps=4, save_strategy="no",
-        report_to="none", use_cpu=True, disable_tqdm=True, seed=0, data_seed=0,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=64,
+        num_train_epochs=3,
+        eval_strategy="steps",
+        eval_steps=4,
+        metric_for_best_model="loss",
+        logging_steps=4,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
     )
     kw.update(over)
     return TrainingArguments(**kw)
@@ -85,8 +101,12 @@ def test_hf_trainer_feeds_eval_loss_at_each_evaluation(tmp_path):
             lrs_at_eval.append((state.global_step, opt.param_groups[0]["lr"]))
 
     trainer = Trainer(
-        model=model, args=hf_args(tmp_path), train_dataset=TokenDataset(256, 0), eval_dataset=TokenDataset(128, 1),
-        optimizers=(opt, sched), callbacks=[callback, RecordLR()],
+        model=model,
+        args=hf_args(tmp_path),
+        train_dataset=TokenDataset(256, 0),
+        eval_dataset=TokenDataset(128, 1),
+        optimizers=(opt, sched),
+        callbacks=[callback, RecordLR()],
     )
     trainer.train()
 
@@ -123,8 +143,12 @@ def test_hf_callback_says_what_is_wrong_with_the_setup(tmp_path, over, scheduler
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = AdaptiveLR(opt) if scheduler == "adaptive" else torch.optim.lr_scheduler.CosineAnnealingLR(opt, 10)
     trainer = Trainer(
-        model=model, args=hf_args(tmp_path, **over), train_dataset=TokenDataset(32, 0),
-        eval_dataset=TokenDataset(32, 1), optimizers=(opt, sched), callbacks=[AdaptiveLRCallback()],
+        model=model,
+        args=hf_args(tmp_path, **over),
+        train_dataset=TokenDataset(32, 0),
+        eval_dataset=TokenDataset(32, 1),
+        optimizers=(opt, sched),
+        callbacks=[AdaptiveLRCallback()],
     )
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         trainer.train()
@@ -162,8 +186,13 @@ def test_lightning_steps_it_with_the_monitored_val_loss():
 
     module = Regression()
     trainer = pl.Trainer(
-        max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, deterministic=True,
+        max_epochs=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
     )
     trainer.fit(module, train, val)
     sched = trainer.lr_scheduler_configs[0].scheduler

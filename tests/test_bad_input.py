@@ -45,7 +45,9 @@ def tree(tmp_path_factory) -> Path:
 def stage(tree: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """Run ``python stages/<args[0]>.py <args[1:]>`` in ``cwd``."""
     script = tree / "stages" / f"{args[0]}.py"
-    return subprocess.run([sys.executable, str(script), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(script), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def error_line(proc: subprocess.CompletedProcess) -> str:
@@ -58,7 +60,9 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def write_params(folder: Path, mutate=None) -> Path:
-    """The repository's params.yaml, changed by ``mutate``, in ``folder`` (key order kept: messages name the first bad task)."""
+    """The repository's params.yaml, changed by ``mutate``, in ``folder``.
+
+    Key order is kept: messages name the first bad task."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     if mutate is not None:
         mutate(raw)
@@ -84,12 +88,16 @@ def tiny(raw: dict, **common) -> None:
     [
         (("prepare", "vision"), lambda r: r["common"].update(lr=0), "error: common.lr = 0.0: must be > 0"),
         (
-            ("train", "vision", "fixed"), lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
-            "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (common.lr = 0.001); must not exceed it",
+            ("train", "vision", "fixed"),
+            lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
+            "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (common.lr = 0.001); "
+            "must not exceed it",
         ),
         (
-            ("evaluate", "vision", "adaptive"), lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
-            "error: tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, max_examples",
+            ("evaluate", "vision", "adaptive"),
+            lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
+            "error: tasks.vision.data.nosie: unknown key; known keys: "
+            "n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, max_examples",
         ),
         # a data knob out of range stops the stage before any data is drawn
         (
@@ -103,7 +111,8 @@ def tiny(raw: dict, **common) -> None:
             "error: tasks.text.data.max_length = 0: must be >= 3",
         ),
         (
-            ("prepare", "speech"), lambda r: r["tasks"]["speech"]["data"].update(words=21),
+            ("prepare", "speech"),
+            lambda r: r["tasks"]["speech"]["data"].update(words=21),
             "error: tasks.speech.data.words = 21: must lie in [1, 20]",
         ),
         (
@@ -113,13 +122,22 @@ def tiny(raw: dict, **common) -> None:
         ),
         (("prepare", "audio"), None, "error: task 'audio': not in params.yaml tasks (vision, text, speech)"),
         (
-            ("evaluate", "vision", "linear"), None,
-            "error: schedule 'linear': not in params.yaml schedules or ablations (fixed, step, cosine, plateau, greedy, schedulefree, adaptive, adaptive_noraise",
+            ("evaluate", "vision", "linear"),
+            None,
+            "error: schedule 'linear': not in params.yaml schedules or ablations "
+            "(fixed, step, cosine, plateau, greedy, schedulefree, adaptive, adaptive_noraise",
         ),
     ],
     ids=[
-        "zero-lr", "min-lr-above-lr", "unknown-data-key", "negative-n-test", "zero-max-length", "speech-words",
-        "unknown-task-key", "unknown-task-arg", "unknown-schedule-arg",
+        "zero-lr",
+        "min-lr-above-lr",
+        "unknown-data-key",
+        "negative-n-test",
+        "zero-max-length",
+        "speech-words",
+        "unknown-task-key",
+        "unknown-task-arg",
+        "unknown-schedule-arg",
     ],
 )
 def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, expected):
@@ -159,9 +177,18 @@ def test_a_diverged_run_is_a_result_through_the_pipeline(diverged):
     metrics = json.loads((root / "metrics/vision/fixed/0.json").read_text())
     assert metrics["diverged_epoch"] == 1 and metrics["test_metric"] is None and metrics["test_loss"] is None
     fixed = json.loads((root / "metrics/comparison.json").read_text())["vision"]["schedules"]["fixed"]
-    assert fixed["diverged"] == 1 and fixed["per_seed"]["0"]["diverged_epoch"] == 1 and fixed["test_metric"]["mean"] is None
+    assert (
+        fixed["diverged"] == 1
+        and fixed["per_seed"]["0"]["diverged_epoch"] == 1
+        and fixed["test_metric"]["mean"] is None
+    )
     assert diverged_cell((root / "metrics/comparison.md").read_text(), "fixed") == "1 (epoch 1)"
-    assert {p.name for p in (root / "plots").iterdir()} == {"val_loss_vision.png", "lr_vision.png", "time_to_target.png", "overhead.png"}
+    assert {p.name for p in (root / "plots").iterdir()} == {
+        "val_loss_vision.png",
+        "lr_vision.png",
+        "time_to_target.png",
+        "overhead.png",
+    }
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vision.")]
 
 
@@ -185,37 +212,50 @@ def _truncate(path: Path) -> None:
     "damage, args, expected",
     [
         (
-            lambda root: (root / "data/vision/train.pt").unlink(), ("train", "vision", "fixed"),
+            lambda root: (root / "data/vision/train.pt").unlink(),
+            ("train", "vision", "fixed"),
             r"error: data/vision/train\.pt: prepared data missing; run `dvc repro prepare@vision`",
         ),
         (
-            lambda root: _truncate(root / "data/vision/test.pt"), ("evaluate", "vision", "fixed"),
-            r"error: data/vision/test\.pt: unreadable \(PytorchStreamReader failed .+\); run `dvc repro -f prepare@vision`",
+            lambda root: _truncate(root / "data/vision/test.pt"),
+            ("evaluate", "vision", "fixed"),
+            r"error: data/vision/test\.pt: unreadable \(PytorchStreamReader failed .+\); "
+            r"run `dvc repro -f prepare@vision`",
         ),
         (
-            lambda root: (root / "live/vision/fixed/seed0/result.json").unlink(), ("evaluate", "vision", "fixed"),
+            lambda root: (root / "live/vision/fixed/seed0/result.json").unlink(),
+            ("evaluate", "vision", "fixed"),
             r"error: live/vision/fixed/seed0/result\.json: missing; run `dvc repro train@vision-fixed`",
         ),
         (
-            lambda root: (root / "runs/vision/fixed/seed0/model.pt").write_bytes(b"not a checkpoint"), ("evaluate", "vision", "fixed"),
+            lambda root: (root / "runs/vision/fixed/seed0/model.pt").write_bytes(b"not a checkpoint"),
+            ("evaluate", "vision", "fixed"),
             r"error: runs/vision/fixed/seed0/model\.pt: unusable \(.+\); run `dvc repro -f train@vision-fixed`",
         ),
         (
-            lambda root: (root / "metrics/vision/fixed/0.json").unlink(), ("compare",),
+            lambda root: (root / "metrics/vision/fixed/0.json").unlink(),
+            ("compare",),
             r"error: metrics/vision/fixed/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
         ),
         (
-            lambda root: _truncate(root / "metrics/vision/fixed/0.json"), ("compare",),
+            lambda root: _truncate(root / "metrics/vision/fixed/0.json"),
+            ("compare",),
             r"error: metrics/vision/fixed/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
         ),
         (
-            lambda root: (root / "live/vision/fixed/seed0/result.json").write_text("[]"), ("compare",),
+            lambda root: (root / "live/vision/fixed/seed0/result.json").write_text("[]"),
+            ("compare",),
             r"error: live/vision/fixed/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision-fixed`",
         ),
     ],
     ids=[
-        "train-data-missing", "test-data-truncated", "train-result-missing", "checkpoint-corrupt", "metrics-missing",
-        "metrics-truncated", "train-result-not-an-object",
+        "train-data-missing",
+        "test-data-truncated",
+        "train-result-missing",
+        "checkpoint-corrupt",
+        "metrics-missing",
+        "metrics-truncated",
+        "train-result-not-an-object",
     ],
 )
 def test_missing_or_corrupt_input_names_the_stage_to_rerun(tree, diverged, tmp_path, damage, args, expected):
@@ -230,7 +270,11 @@ def test_a_best_epoch_without_its_checkpoint_says_to_retrain(diverged, tmp_path,
     result = tmp_path / "live/vision/fixed/seed0/result.json"
     result.write_text(json.dumps({**json.loads(result.read_text()), "best_epoch": 1, "best_val_loss": 2.3}))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=r"^runs/vision/fixed/seed0/model.pt: missing \(the run has a best epoch, 1\); run `dvc repro train@vision-fixed`$"):
+    with pytest.raises(
+        DataError,
+        match=r"^runs/vision/fixed/seed0/model.pt: missing \(the run has a best epoch, 1\); "
+        r"run `dvc repro train@vision-fixed`$",
+    ):
         evaluate_cell(load_params(), "vision", "fixed")
 
 
@@ -238,7 +282,11 @@ def test_prepared_data_of_another_layout_says_to_reprepare(diverged, tmp_path, m
     shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
     torch.save({"ids": [], "y": torch.zeros(0)}, tmp_path / "data/vision/test.pt")  # what prepare@text writes
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DataError, match=r"^data/vision/test.pt: not what prepare@vision writes \(no x, mean, std, render\); run `dvc repro -f prepare@vision`$"):
+    with pytest.raises(
+        DataError,
+        match=r"^data/vision/test.pt: not what prepare@vision writes \(no x, mean, std, render\); "
+        r"run `dvc repro -f prepare@vision`$",
+    ):
         evaluate_cell(load_params(), "vision", "fixed")
 
 
@@ -278,7 +326,13 @@ def _wav(seconds: float) -> bytes:
     import soundfile as sf
 
     buffer = io.BytesIO()
-    sf.write(buffer, 0.3 * np.sin(np.arange(int(seconds * 16000)) / 5).astype(np.float32), 16000, format="WAV", subtype="PCM_16")
+    sf.write(
+        buffer,
+        0.3 * np.sin(np.arange(int(seconds * 16000)) / 5).astype(np.float32),
+        16000,
+        format="WAV",
+        subtype="PCM_16",
+    )
     return buffer.getvalue()
 
 
@@ -289,7 +343,10 @@ def test_an_empty_audio_clip_is_named(tree, tmp_path):
     clips = tmp_path / "libri"
     clips.mkdir()
     audio = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    for name, rows in (("train", [(_wav(0.3), "good.wav"), (_wav(0.0), "silent-42.wav")]), ("test", [(_wav(0.3), "t.wav")])):
+    for name, rows in (
+        ("train", [(_wav(0.3), "good.wav"), (_wav(0.0), "silent-42.wav")]),
+        ("test", [(_wav(0.3), "t.wav")]),
+    ):
         table = {"audio": pa.array([{"bytes": b, "path": p} for b, p in rows], type=audio), "text": ["hi"] * len(rows)}
         pq.write_table(pa.table(table), clips / f"{name}.parquet")
     write_params(tmp_path, lambda r: r["tasks"]["speech"].update(source="local", path=str(clips)))
@@ -307,7 +364,10 @@ def test_run_stage_prints_one_line_and_exits_2(capsys):
     with pytest.raises(SystemExit) as stop:
         run_stage(body)
     assert stop.value.code == 2
-    assert capsys.readouterr().err == "error: data/x.pt: unreadable (first line second line); run `dvc repro -f prepare@x`\n"
+    assert (
+        capsys.readouterr().err
+        == "error: data/x.pt: unreadable (first line second line); run `dvc repro -f prepare@x`\n"
+    )
 
 
 def test_run_stage_leaves_other_missing_files_to_the_traceback(tmp_path):
@@ -376,26 +436,46 @@ def test_a_writer_that_fails_before_writing_creates_nothing(tmp_path):
 # ----------------------------------------------------------------------------- compare with diverged runs
 
 
-def _run(root: Path, schedule: str, seed: int, curve: list, test_metric: float | None, diverged_epoch: int | None) -> None:
+def _run(
+    root: Path, schedule: str, seed: int, curve: list, test_metric: float | None, diverged_epoch: int | None
+) -> None:
     """The files train and evaluate leave for one seed of task vision, through their records."""
     finite = [v for v in curve if v is not None]
     run = RunResult(
-        "vision", schedule, seed, epochs_run=len(curve) or 1, best_epoch=len(finite),
-        best_val_loss=min(finite) if finite else None, optim_seconds=24.0, val_seconds=3.0, sched_seconds=0.3,
-        diverged_epoch=diverged_epoch, val_loss=curve, elapsed=[10.0 * (i + 1) for i in range(len(curve))],
+        "vision",
+        schedule,
+        seed,
+        epochs_run=len(curve) or 1,
+        best_epoch=len(finite),
+        best_val_loss=min(finite) if finite else None,
+        optim_seconds=24.0,
+        val_seconds=3.0,
+        sched_seconds=0.3,
+        diverged_epoch=diverged_epoch,
+        val_loss=curve,
+        elapsed=[10.0 * (i + 1) for i in range(len(curve))],
         lr=[1e-3] * len(curve),
         usage={"wall_seconds": 30.0, "cpu_util": 1.0, "peak_rss_mb": 400.0, "gpu_peak_mb": None, "gpu_util": None},
     )
     files.write_json(asdict(run), root / "live" / "vision" / schedule / f"seed{seed}" / "result.json")
     record = EvalRecord.from_run(
-        run, task="vision", schedule=schedule, seed=seed, metric="accuracy", test_metric=test_metric,
+        run,
+        task="vision",
+        schedule=schedule,
+        seed=seed,
+        metric="accuracy",
+        test_metric=test_metric,
         test_loss=None if test_metric is None else 1.0,
     )
     files.write_json(record.to_dict(), root / "metrics" / "vision" / schedule / f"{seed}.json")
 
 
 def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):
-    params = Params(profile="default", tasks={"vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)}, schedules={"fixed": None, "adaptive": None})
+    params = Params(
+        profile="default",
+        tasks={"vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)},
+        schedules={"fixed": None, "adaptive": None},
+    )
     for seed in range(3):
         _run(tmp_path, "fixed", seed, [0.9, 0.6, 0.45], 0.80 + 0.01 * seed, None)
     _run(tmp_path, "adaptive", 0, [0.8, 0.4, 0.3], 0.9, None)
@@ -412,7 +492,11 @@ def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):
 
 
 def test_compare_with_every_seed_of_ours_diverged(tmp_path):
-    params = Params(profile="default", tasks={"vision": TaskConfig(task="vision", seeds=(0, 1), target_val_loss=0.5)}, schedules={"fixed": None, "adaptive": None})
+    params = Params(
+        profile="default",
+        tasks={"vision": TaskConfig(task="vision", seeds=(0, 1), target_val_loss=0.5)},
+        schedules={"fixed": None, "adaptive": None},
+    )
     for seed in range(2):
         _run(tmp_path, "fixed", seed, [0.9, 0.6], 0.8, None)
         _run(tmp_path, "adaptive", seed, [], None, 1)

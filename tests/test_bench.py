@@ -19,7 +19,18 @@ TINY = {
     "loop_vs_bare.py": ["--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16"],
     "step_cost.py": ["--sizes", "4", "16", "--length", "5", "--repeats", "1", "--train-steps", "1", "--width", "4"],
     "probe_share.py": [
-        "--epochs", "2", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16", "--probe-budget", "1",
+        "--epochs",
+        "2",
+        "--repeats",
+        "1",
+        "--n-train",
+        "100",
+        "--n-test",
+        "30",
+        "--batch-size",
+        "16",
+        "--probe-budget",
+        "1",
     ],
 }
 # the line whose ratio is the script's headline figure

@@ -65,7 +65,11 @@ def test_paired_constant_difference_has_a_point_interval_and_no_p_value():
 def test_paired_uses_only_seeds_both_have_and_needs_two():
     p = paired({"0": 0.9, "1": None, "2": 0.7}, {"0": 0.5, "1": 0.5}, higher_is_better=True)
     assert p == {
-        "n": 1, "diff": pytest.approx(0.4), "ci": [None, None], "p_value": None, "verdict": "not distinguishable",
+        "n": 1,
+        "diff": pytest.approx(0.4),
+        "ci": [None, None],
+        "p_value": None,
+        "verdict": "not distinguishable",
     }
 
 
@@ -75,16 +79,36 @@ def _write_runs(root, curves, test_metric, task="vision", metric="accuracy"):
         for seed, curve in enumerate(per_seed):
             slow = 2.0 if schedule == "adaptive" else 1.0
             run = RunResult(
-                task, schedule, seed, epochs_run=3, best_epoch=3, best_val_loss=min(curve),
-                optim_seconds=24.0 * slow, val_seconds=3.0 * slow, sched_seconds=0.3 * slow,
-                probe_seconds=1.2 * slow if schedule.startswith("adaptive") else 0.0, probes=6,
-                val_loss=curve, elapsed=[10.0, 20.0, 30.0], lr=[1e-3, 1e-3, 1e-4],
-                usage={"wall_seconds": 30.0 * slow, "cpu_util": 1.5, "peak_rss_mb": 400.0, "gpu_peak_mb": None,
-                       "gpu_util": None},
+                task,
+                schedule,
+                seed,
+                epochs_run=3,
+                best_epoch=3,
+                best_val_loss=min(curve),
+                optim_seconds=24.0 * slow,
+                val_seconds=3.0 * slow,
+                sched_seconds=0.3 * slow,
+                probe_seconds=1.2 * slow if schedule.startswith("adaptive") else 0.0,
+                probes=6,
+                val_loss=curve,
+                elapsed=[10.0, 20.0, 30.0],
+                lr=[1e-3, 1e-3, 1e-4],
+                usage={
+                    "wall_seconds": 30.0 * slow,
+                    "cpu_util": 1.5,
+                    "peak_rss_mb": 400.0,
+                    "gpu_peak_mb": None,
+                    "gpu_util": None,
+                },
             )
             write_json(asdict(run), root / "live" / task / schedule / f"seed{seed}" / "result.json")
             record = EvalRecord.from_run(
-                run, task=task, schedule=schedule, seed=seed, metric=metric, test_loss=1.0,
+                run,
+                task=task,
+                schedule=schedule,
+                seed=seed,
+                metric=metric,
+                test_loss=1.0,
                 test_metric=test_metric(schedule, seed),
             )
             write_json(record.to_dict(), root / "metrics" / task / schedule / f"{seed}.json")
@@ -94,7 +118,9 @@ def _write_runs(root, curves, test_metric, task="vision", metric="accuracy"):
 def synthetic(tmp_path):
     cfg = TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)
     params = Params(
-        profile="default", tasks={"vision": cfg}, schedules={"fixed": None, "adaptive": None, "adaptive_noraise": None},
+        profile="default",
+        tasks={"vision": cfg},
+        schedules={"fixed": None, "adaptive": None, "adaptive_noraise": None},
         ablations=("adaptive_noraise",),
     )
     curves = {
@@ -113,7 +139,9 @@ def test_collect_on_synthetic_runs(synthetic):
     fixed, ours = out["schedules"]["fixed"], out["schedules"]["adaptive"]
     assert fixed["epochs_to_target"] == {"mean": None, "std": None, "reached": 0}
     assert ours["epochs_to_target"] == {
-        "mean": pytest.approx(7 / 3), "std": pytest.approx(0.57735, abs=1e-5), "reached": 3,
+        "mean": pytest.approx(7 / 3),
+        "std": pytest.approx(0.57735, abs=1e-5),
+        "reached": 3,
     }
     assert ours["seconds_to_target"]["mean"] == pytest.approx(70 / 3)
     assert ours["test_metric"]["mean"] == pytest.approx(0.9)
@@ -128,8 +156,13 @@ def test_collect_on_synthetic_runs(synthetic):
     assert out["adaptive_vs"]["adaptive_noraise"]["test_metric"]["verdict"] == "better"
     # ours is first of two; the epochs ratio needs another schedule that reached the target with every seed
     assert out["aims"] == {
-        "rank": 1, "of": 2, "first": True, "best_other": "fixed",
-        "fastest_other_to_target": None, "epochs_ratio": None, "epochs_aim_met": False,
+        "rank": 1,
+        "of": 2,
+        "first": True,
+        "best_other": "fixed",
+        "fastest_other_to_target": None,
+        "epochs_ratio": None,
+        "epochs_aim_met": False,
     }
     # a tie shares the rank: equal means put ours first together with the other
     tied = {**out, "schedules": {**out["schedules"], "fixed": {**fixed, "test_metric": dict(ours["test_metric"])}}}
@@ -163,20 +196,43 @@ def test_the_direction_of_the_metric_comes_from_the_task(tmp_path):
 
 
 def test_an_evaluated_record_keeps_the_layout_of_its_file(tmp_path):
-    run = RunResult("speech", "cosine", 1, epochs_run=4, best_val_loss=1.5, usage={
-        "wall_seconds": 8.0, "cpu_util": 1.0, "peak_rss_mb": 300.0, "gpu_peak_mb": None, "gpu_util": None})
+    run = RunResult(
+        "speech",
+        "cosine",
+        1,
+        epochs_run=4,
+        best_val_loss=1.5,
+        usage={"wall_seconds": 8.0, "cpu_util": 1.0, "peak_rss_mb": 300.0, "gpu_peak_mb": None, "gpu_util": None},
+    )
     tested = EvalRecord.from_run(
-        run, task="speech", schedule="cosine", seed=1, metric="wer", test_loss=2.0, test_metric=0.4,
-        eval_seconds=0.5, eval_samples_per_s=100.0, test_samples=50,
+        run,
+        task="speech",
+        schedule="cosine",
+        seed=1,
+        metric="wer",
+        test_loss=2.0,
+        test_metric=0.4,
+        eval_seconds=0.5,
+        eval_samples_per_s=100.0,
+        test_samples=50,
     )
     keys = list(tested.to_dict())
     assert keys[:10] == [
-        "task", "schedule", "seed", "metric", "test_loss", "test_metric", "test_wer", "eval_seconds",
-        "eval_samples_per_s", "test_samples",
+        "task",
+        "schedule",
+        "seed",
+        "metric",
+        "test_loss",
+        "test_metric",
+        "test_wer",
+        "eval_seconds",
+        "eval_samples_per_s",
+        "test_samples",
     ]
     assert tested.to_dict()["test_wer"] == 0.4 and tested.seconds_per_epoch == 2.0
-    diverged = EvalRecord.from_run(run, task="speech", schedule="cosine", seed=1, metric="wer", test_loss=None,
-                                   test_metric=None)
+    diverged = EvalRecord.from_run(
+        run, task="speech", schedule="cosine", seed=1, metric="wer", test_loss=None, test_metric=None
+    )
     assert list(diverged.to_dict()) == [k for k in keys if not k.startswith(("eval_", "test_samples"))]
     write_json(diverged.to_dict(), tmp_path / "1.json")
     assert EvalRecord.from_json(tmp_path / "1.json", "evaluate@speech-cosine") == diverged
@@ -220,9 +276,14 @@ def test_a_bad_metrics_file_names_the_stage_to_rerun(synthetic, damage, expected
 
 def test_a_bad_result_file_names_the_train_stage(synthetic):
     params, root = synthetic
-    shutil.copy(root / "metrics" / "vision" / "adaptive_noraise" / "1.json",
-                root / "live" / "vision" / "adaptive_noraise" / "seed1" / "result.json")
+    shutil.copy(
+        root / "metrics" / "vision" / "adaptive_noraise" / "1.json",
+        root / "live" / "vision" / "adaptive_noraise" / "seed1" / "result.json",
+    )
     lacks = "best_val_metric, stopped_early, val_loss, elapsed, lr, lr_trace, usage, checkpoint_seconds"
-    with pytest.raises(DataError, match=rf"seed1/result\.json: lacks {lacks}; run `dvc repro -f "
-                                        r"train_ablation@vision-adaptive_noraise`$"):
+    with pytest.raises(
+        DataError,
+        match=rf"seed1/result\.json: lacks {lacks}; run `dvc repro -f "
+        r"train_ablation@vision-adaptive_noraise`$",
+    ):
         collect(params, root)

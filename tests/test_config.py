@@ -24,9 +24,21 @@ def test_repository_params_load_and_resolve_overrides():
     assert p.tasks["text"].lr != p.tasks["vision"].lr  # the text task overrides the reference protocol's 1e-3
     assert p.tasks["vision"].batch_size == 32 and p.tasks["vision"].validation_split == 0.2
     assert len(p.tasks["vision"].seeds) >= 3
-    assert set(p.schedules) - set(p.ablations) == {"fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive"}
+    assert set(p.schedules) - set(p.ablations) == {
+        "fixed",
+        "step",
+        "cosine",
+        "plateau",
+        "greedy",
+        "schedulefree",
+        "adaptive",
+    }
     assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_norollback", "adaptive_epoch"}
-    assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (0.1, 0.01, 1e-6)
+    assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (
+        0.1,
+        0.01,
+        1e-6,
+    )
 
 
 def test_ablations_take_adaptive_knobs_and_change_one_part(tmp_path):
@@ -70,7 +82,10 @@ def test_full_profile_switches_to_real_sources(tmp_path):
             "ablations.adaptive_x = {}: must change at least one knob of adaptive",
         ),
         (lambda r: r["ablations"].update(adaptive_x=3), "ablations.adaptive_x: expected a mapping, got 3"),
-        (lambda r: r["ablations"].update(adaptive_x={"probe_size": 0.0}), r"ablations.adaptive_x.probe_size = 0.0: must lie in \(0, 1\]"),
+        (
+            lambda r: r["ablations"].update(adaptive_x={"probe_size": 0.0}),
+            r"ablations.adaptive_x.probe_size = 0.0: must lie in \(0, 1\]",
+        ),
         (lambda r: r["schedules"]["adaptive"].update(probes=-1), "schedules.adaptive.probes"),
         # the initial LR: zero, not a number, per task
         (lambda r: r["common"].update(lr=0), r"common.lr = 0.0: must be > 0"),
@@ -78,10 +93,24 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["common"].update(lr="fast"), r"common.lr: expected a number, got 'fast'"),
         (lambda r: r["tasks"]["text"].update(lr=0.0), r"tasks.text.lr = 0.0: must be > 0"),
         # a schedule's floor above a task's initial LR (the task's own, or common's)
-        (lambda r: r["schedules"]["plateau"].update(min_lr=0.01), r"schedules.plateau.min_lr = 0.01: above the initial LR of task \w+ \((tasks.\w+|common).lr = [-.\de]+\); must not exceed it"),
-        (lambda r: r["common"].update(lr=5e-7), r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(common.lr = 5e-07\)"),
-        (lambda r: r["schedules"]["cosine"].update(min_lr=5e-4), r"schedules.cosine.min_lr = 0.0005: above the initial LR of task (text|speech) \(tasks.(text|speech).lr = 0.0003\)"),
-        (lambda r: r["tasks"].update(vision=dict(r["tasks"]["vision"], lr=1e-7)), r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(tasks.vision.lr = 1e-07\)"),
+        (
+            lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
+            r"schedules.plateau.min_lr = 0.01: above the initial LR of task \w+ \((tasks.\w+|common).lr = [-.\de]+\); "
+            r"must not exceed it",
+        ),
+        (
+            lambda r: r["common"].update(lr=5e-7),
+            r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(common.lr = 5e-07\)",
+        ),
+        (
+            lambda r: r["schedules"]["cosine"].update(min_lr=5e-4),
+            r"schedules.cosine.min_lr = 0.0005: above the initial LR of task (text|speech) "
+            r"\(tasks.(text|speech).lr = 0.0003\)",
+        ),
+        (
+            lambda r: r["tasks"].update(vision=dict(r["tasks"]["vision"], lr=1e-7)),
+            r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(tasks.vision.lr = 1e-07\)",
+        ),
         (lambda r: r["schedules"]["greedy"].update(min_lr=1.0), "schedules.greedy.min_lr = 1.0: above"),
         (lambda r: r["schedules"]["adaptive"].update(min_lr=1.0), "schedules.adaptive.min_lr = 1.0: above"),
         (lambda r: r["ablations"].update(adaptive_x={"min_lr": 1.0}), "ablations.adaptive_x.min_lr = 1.0: above"),
@@ -92,8 +121,14 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         ),
         (lambda r: r["schedules"]["greedy"].update(factor=1.0), r"schedules.greedy.factor = 1.0: must lie in \(0, 1\)"),
         (lambda r: r["schedules"]["step"].update(gamma=0.0), r"schedules.step.gamma = 0.0: must lie in \(0, 1\]"),
-        (lambda r: r["schedules"]["greedy"].update(threshold=-0.01), "schedules.greedy.threshold = -0.01: must be >= 0"),
-        (lambda r: r["schedules"]["adaptive"].update(threshold=-1.0), "schedules.adaptive.threshold = -1.0: must be >= 0"),
+        (
+            lambda r: r["schedules"]["greedy"].update(threshold=-0.01),
+            "schedules.greedy.threshold = -0.01: must be >= 0",
+        ),
+        (
+            lambda r: r["schedules"]["adaptive"].update(threshold=-1.0),
+            "schedules.adaptive.threshold = -1.0: must be >= 0",
+        ),
         (lambda r: r["common"].update(validation_split=0.0), r"common.validation_split = 0.0: must lie in \(0, 1\)"),
         (
             lambda r: r["tasks"]["vision"].update(validation_split=1.0),
@@ -114,9 +149,15 @@ def test_full_profile_switches_to_real_sources(tmp_path):
             lambda r: r["tasks"]["vision"].update(epocs=3),
             "tasks.vision.epocs: unknown key; known keys: batch_size, lr, weight_decay",
         ),
-        (lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3), "tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise"),
+        (
+            lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
+            "tasks.vision.data.nosie: unknown key; known keys: n_test, n_train, noise",
+        ),
         (lambda r: r["tasks"]["speech"]["model"].update(hiden_size=3), "tasks.speech.model.hiden_size: unknown key"),
-        (lambda r: r["tasks"]["vision"]["data"].update(noise="high"), "tasks.vision.data.noise: expected a number, got 'high'"),
+        (
+            lambda r: r["tasks"]["vision"]["data"].update(noise="high"),
+            "tasks.vision.data.noise: expected a number, got 'high'",
+        ),
         (
             lambda r: r["tasks"]["speech"]["data"].update(words="ten"),
             "tasks.speech.data.words: expected an integer or a list of strings, got 'ten'",
@@ -184,8 +225,10 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["tasks"].update(vision=3), "tasks.vision: expected a mapping, got 3"),
         (lambda r: r.update(schedules=["fixed"]), "schedules: expected a mapping, got"),
         # a bad value in the active profile's block: the message says the profile was laid over
-        (lambda r: r.update(profile="full") or r["profiles"]["full"]["tasks"]["vision"].update(epochs=0),
-         r"tasks.vision.epochs = 0: must be >= 1 \(with profiles.full laid over params.yaml\)"),
+        (
+            lambda r: r.update(profile="full") or r["profiles"]["full"]["tasks"]["vision"].update(epochs=0),
+            r"tasks.vision.epochs = 0: must be >= 1 \(with profiles.full laid over params.yaml\)",
+        ),
     ],
 )
 def test_bad_params_are_named(tmp_path, mutate, needle):
@@ -196,7 +239,10 @@ def test_bad_params_are_named(tmp_path, mutate, needle):
 @pytest.mark.parametrize(
     "text, needle",
     [
-        ("common:\n  lr: 1.0e-3\n   batch_size: 3\n", r"params.yaml: not valid YAML at line 3 \(mapping values are not allowed here\)"),
+        (
+            "common:\n  lr: 1.0e-3\n   batch_size: 3\n",
+            r"params.yaml: not valid YAML at line 3 \(mapping values are not allowed here\)",
+        ),
         ("- vision\n- text\n", r"params.yaml: expected a mapping, got \['vision', 'text'\]"),
     ],
 )
@@ -208,7 +254,11 @@ def test_a_file_that_is_no_params_mapping_is_named(tmp_path, text, needle):
 
 def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
     # `dvc exp run -S tasks.text.lr=3e-5` writes `lr: 3e-05`, a string to YAML 1.1 (PyYAML)
-    text = (REPO / "params.yaml").read_text().replace("lr: 3.0e-4            # a usual", "lr: 3e-05            # a usual", 1)
+    text = (
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("lr: 3.0e-4            # a usual", "lr: 3e-05            # a usual", 1)
+    )
     assert "lr: 3e-05" in text
     path = tmp_path / "params.yaml"
     path.write_text(text)

@@ -39,7 +39,9 @@ class Lengths(torch.utils.data.Dataset):
 
 def dataloader(n: int, batch_size: int, shuffle: bool, seed: int):
     # Task.batches itself (the DataLoader of every task but speech), collating a batch to its indices
-    return Task.batches(SimpleNamespace(collate=list), Lengths(n), batch_size, shuffle, torch.Generator().manual_seed(seed))
+    return Task.batches(
+        SimpleNamespace(collate=list), Lengths(n), batch_size, shuffle, torch.Generator().manual_seed(seed)
+    )
 
 
 def length_grouped(n: int, batch_size: int, shuffle: bool, seed: int):
@@ -50,7 +52,7 @@ def length_grouped(n: int, batch_size: int, shuffle: bool, seed: int):
 def interleave(shares: list[list]) -> list:
     whole = [None] * sum(map(len, shares))
     for r, s in enumerate(shares):
-        whole[r::len(shares)] = s
+        whole[r :: len(shares)] = s
     return whole
 
 
@@ -101,7 +103,10 @@ def test_sharding_dispatches_on_the_grouped_batches_protocol():
 
 
 def test_merged_shares_are_the_single_process_evaluation():
-    whole = [EvalBatch([0.1 * i for i in range(b, b + n)], list(range(b, b + n)), [str(i) for i in range(b, b + n)]) for b, n in ((0, 8), (8, 3))]
+    whole = [
+        EvalBatch([0.1 * i for i in range(b, b + n)], list(range(b, b + n)), [str(i) for i in range(b, b + n)])
+        for b, n in ((0, 8), (8, 3))
+    ]
     per_rank = [[EvalBatch(w.losses[r::4], w.predictions[r::4], w.references[r::4]) for w in whole] for r in range(4)]
     per_rank[3] = per_rank[3][:1]  # 3 samples in the last batch: rank 3 had nothing to evaluate
     assert merge_batches(per_rank) == whole
@@ -109,7 +114,9 @@ def test_merged_shares_are_the_single_process_evaluation():
 
 
 def _collectives(rank: int, port: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     world = distributed.setup(torch.device("cpu"))
     bn = torch.nn.BatchNorm1d(2)
     bn.running_mean.fill_(float(rank))
@@ -132,7 +139,11 @@ def test_collectives_give_every_rank_the_same_answer(tmp_path):
         port = s.getsockname()[1]
     torch.multiprocessing.spawn(_collectives, args=(port, str(tmp_path)), nprocs=2)
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert records[0] == records[1] == {"finite": False, "mean": 1.5, "running_mean": [0.0, 0.0], "gathered": [[0.0, 0.5, 1.0, 1.5, 2.0]]}
+    assert (
+        records[0]
+        == records[1]
+        == {"finite": False, "mean": 1.5, "running_mean": [0.0, 0.0], "gathered": [[0.0, 0.5, 1.0, 1.5, 2.0]]}
+    )
 
 
 def test_nproc_is_validated_and_launches_through_torchrun(tmp_path):
@@ -148,16 +159,20 @@ def test_nproc_is_validated_and_launches_through_torchrun(tmp_path):
     assert distributed.needs_launch(2, {}) and not distributed.needs_launch(1, {})
     assert not distributed.needs_launch(2, {"RANK": "0", "WORLD_SIZE": "2"})  # already a torchrun rank
     assert distributed.torchrun_command(2, ["stages/train.py", "text", "adaptive"])[1:] == [
-        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "stages/train.py", "text", "adaptive",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "stages/train.py",
+        "text",
+        "adaptive",
     ]
     # a real launch: 2 CPU ranks join one gloo group, answer one collective and each write a record
     script = tmp_path / "rank_report.py"
     script.write_text(RANK_REPORT)
     assert distributed.launch(2, [str(script), str(tmp_path)]) == 0
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert records == [
-        {"rank": r, "size": 2, "main": r == 0, "env": [str(r), "2"], "mean_rank": 0.5} for r in (0, 1)
-    ]
+    assert records == [{"rank": r, "size": 2, "main": r == 0, "env": [str(r), "2"], "mean_rank": 0.5} for r in (0, 1)]
     # a failing rank fails the launch (what a stage's exit code then reports)
     assert distributed.launch(2, [str(script), str(tmp_path / "failed"), "fail"]) != 0
     assert not (tmp_path / "failed").exists()
@@ -189,7 +204,15 @@ def test_two_processes_take_the_single_process_decisions(tmp_path, tiny_text_cfg
     get_task("text", cfg).prepare(tmp_path / "data", seed=0)
     # 64 training samples: 4 global batches of 16, 8 per rank; 16 validation samples; 3 probes an
     # epoch and knobs that move the LR at every measurement, so the trajectory has many decisions
-    knobs = {"probes": 3, "probe_size": 0.5, "probe_budget": 1.0, "patience": 1, "patience_up": 1, "z": 0.0, "threshold": 0.0}
+    knobs = {
+        "probes": 3,
+        "probe_size": 0.5,
+        "probe_budget": 1.0,
+        "patience": 1,
+        "patience_up": 1,
+        "z": 0.0,
+        "threshold": 0.0,
+    }
     spec = json.dumps({"cfg": asdict(cfg), "data": str(tmp_path / "data"), "knobs": knobs, "dropout": False})
     for name, cmd in (("one", [sys.executable, str(WORKER)]), ("two", distributed.torchrun_command(2, [str(WORKER)]))):
         (tmp_path / name).mkdir()

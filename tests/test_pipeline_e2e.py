@@ -88,8 +88,10 @@ def test_dvc_repro_tiny_profile(tmp_path):
 
     first = _run(dvc + ["repro"], work)
     expected = (
-        {f"prepare@{t}" for t in TASKS} | {f"{s}@{t}-{k}" for s in ("train", "evaluate") for t in TASKS for k in SCHEDULES}
-        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS} | {"compare"}
+        {f"prepare@{t}" for t in TASKS}
+        | {f"{s}@{t}-{k}" for s in ("train", "evaluate") for t in TASKS for k in SCHEDULES}
+        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS}
+        | {"compare"}
     )
     assert _ran(first) == expected
 
@@ -137,15 +139,30 @@ def test_dvc_repro_tiny_profile(tmp_path):
     exps = {e["name"]: e for baseline in shown for e in (baseline.get("experiments") or [])}
     assert set(names) <= set(exps), exps.keys()
     # README recipe: `dvc exp show` trimmed (--keep is anchored at the start of a column name)
-    table = _run(dvc + ["exp", "show", "--csv", "--drop", ".*", "--keep", r"Experiment|.*\.factor$|vision\.schedules\.[a-z]+\.test_metric\.mean$"], work)
+    table = _run(
+        dvc
+        + [
+            "exp",
+            "show",
+            "--csv",
+            "--drop",
+            ".*",
+            "--keep",
+            r"Experiment|.*\.factor$|vision\.schedules\.[a-z]+\.test_metric\.mean$",
+        ],
+        work,
+    )
     header = table.splitlines()[0].split(",")
     assert header[0] == "Experiment" and "schedules.adaptive.factor" in header
-    assert {h for h in header if h.endswith("test_metric.mean")} == {f"vision.schedules.{s}.test_metric.mean" for s in SCHEDULES}
+    assert {h for h in header if h.endswith("test_metric.mean")} == {
+        f"vision.schedules.{s}.test_metric.mean" for s in SCHEDULES
+    }
     log = _run(dvc + ["queue", "logs", names[0]], work)
     # adaptive's knobs are the ablations' knobs too: their cells re-run, no other schedule's
     assert _ran(log) == (
         {f"{s}@{t}-adaptive" for s in ("train", "evaluate") for t in TASKS}
-        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS} | {"compare"}
+        | {f"{s}@{t}-{a}" for s in ("train_ablation", "evaluate_ablation") for t in TASKS for a in ABLATIONS}
+        | {"compare"}
     )
 
     # README recipe: the sweep's table (workspace + each experiment, from their committed comparison.json)

@@ -10,8 +10,14 @@ from adaptive_lr.report import ReportError, ci_report, plot_diff_png
 
 def test_ci_report_without_git_still_reports_the_comparison(tmp_path):
     (tmp_path / "metrics").mkdir()
-    entry = {"metric": "accuracy", "higher_is_better": True, "schedules": {
-        "fixed": {"test_metric": {"mean": 0.8, "std": 0.01}}, "adaptive": {"test_metric": {"mean": 0.9, "std": 0.02}}}}
+    entry = {
+        "metric": "accuracy",
+        "higher_is_better": True,
+        "schedules": {
+            "fixed": {"test_metric": {"mean": 0.8, "std": 0.01}},
+            "adaptive": {"test_metric": {"mean": 0.9, "std": 0.02}},
+        },
+    }
     (tmp_path / "metrics" / "comparison.json").write_text(json.dumps({"vision": entry}))
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "overhead.png").write_bytes(b"png")

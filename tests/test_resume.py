@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -99,7 +98,9 @@ def test_sigkill_mid_run_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
 
 
 def _train(cfg, knobs, data, tmp_path, resume, log):
-    return train_one(get_task("vision", cfg), cfg, "adaptive", knobs, 0, data, tmp_path / "run", tmp_path / "live", log, resume)
+    return train_one(
+        get_task("vision", cfg), cfg, "adaptive", knobs, 0, data, tmp_path / "run", tmp_path / "live", log, resume
+    )
 
 
 def test_a_state_from_other_settings_or_unreadable_is_not_resumed(tiny_vision_cfg, tmp_path):

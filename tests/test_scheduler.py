@@ -16,10 +16,14 @@ import torch
 from adaptive_lr import AdaptiveLR, BestState
 
 N = 64  # samples in a synthetic validation probe
-DEFAULTS = dict(factor=0.1, threshold=0.01, min_lr=1e-6, max_lr=1e-2, increase=2.0, patience=2, patience_up=2, z=2.0, divergence=4.0)
+DEFAULTS = dict(
+    factor=0.1, threshold=0.01, min_lr=1e-6, max_lr=1e-2, increase=2.0, patience=2, patience_up=2, z=2.0, divergence=4.0
+)
 
 
-def reference_lrs(trace, lr, factor, threshold, min_lr, max_lr, increase, patience, patience_up, z, divergence, significance=True):
+def reference_lrs(
+    trace, lr, factor, threshold, min_lr, max_lr, increase, patience, patience_up, z, divergence, significance=True
+):
     """The LR after each measurement of ``trace`` (floats or per-sample arrays), by the documented rule."""
     ref = ref_x = None
     good = bad = 0
@@ -96,7 +100,8 @@ def test_noise_without_trend_changes_nothing():
     noisy_trace = probe_trace(levels, noise=0.02, seed=1)
     assert run(make()[1], noisy_trace) == pytest.approx(clean)
     check_against_reference(noisy_trace)
-    # (b) pure noise, whose raw swings beat the reference protocol's 1% threshold, never raises the LR nor rolls back ...
+    # (b) pure noise, whose raw swings beat the reference protocol's 1% threshold, never raises the LR
+    # nor rolls back ...
     rng = np.random.default_rng(2)
     flat = probe_trace([1.0] * 8, noise=0.3, seed=3)
     flat = [x + rng.normal(0, 0.03) for x in flat]  # the whole probe moves by ~3% between measurements
@@ -199,10 +204,20 @@ def test_state_dict_round_trip_continues_the_same_trajectory():
 
 @pytest.mark.parametrize(
     "kw, word",
-    [({"factor": 1.5}, "factor"), ({"threshold": -1}, "threshold"), ({"min_lr": 1.0}, "min_lr"),
-     ({"min_lr": -1.0}, "min_lr"), ({"max_lr": 1e-5}, "max_lr"), ({"increase": 0.5}, "increase"),
-     ({"patience": 0}, "patience"), ({"patience_up": 0}, "patience_up"), ({"divergence": 0.5}, "divergence"),
-     ({"z": -1}, "z"), ({"restore_fn": 3}, "restore_fn"), ({"max_lr": [1e-2, 1e-2]}, "max_lr")],
+    [
+        ({"factor": 1.5}, "factor"),
+        ({"threshold": -1}, "threshold"),
+        ({"min_lr": 1.0}, "min_lr"),
+        ({"min_lr": -1.0}, "min_lr"),
+        ({"max_lr": 1e-5}, "max_lr"),
+        ({"increase": 0.5}, "increase"),
+        ({"patience": 0}, "patience"),
+        ({"patience_up": 0}, "patience_up"),
+        ({"divergence": 0.5}, "divergence"),
+        ({"z": -1}, "z"),
+        ({"restore_fn": 3}, "restore_fn"),
+        ({"max_lr": [1e-2, 1e-2]}, "max_lr"),
+    ],
 )
 def test_bad_arguments_name_the_argument(kw, word):
     with pytest.raises(ValueError, match=word):

@@ -15,11 +15,20 @@ from adaptive_lr.config import ParamsError, TaskConfig
 from adaptive_lr.errors import DataError
 from adaptive_lr.tasks.speech import PAD_MULTIPLE, SAMPLE_RATE, VOCAB, SpeechTask, ctc_greedy_decode, normalize_text
 
-TINY_MODEL = {"hidden_size": 64, "num_layers": 1, "num_heads": 2, "ffn_size": 128, "conv_channels": 16, "pos_conv_kernel": 16}
+TINY_MODEL = {
+    "hidden_size": 64,
+    "num_layers": 1,
+    "num_heads": 2,
+    "ffn_size": 128,
+    "conv_channels": 16,
+    "pos_conv_kernel": 16,
+}
 
 
 def _cfg(**kw) -> TaskConfig:
-    base = dict(task="speech", batch_size=4, seeds=(0,), target_val_loss=1.0, data={"n_train": 20, "n_test": 6, "words": 4})
+    base = dict(
+        task="speech", batch_size=4, seeds=(0,), target_val_loss=1.0, data={"n_train": 20, "n_test": 6, "words": 4}
+    )
     base.update(kw)
     return TaskConfig(**base)
 

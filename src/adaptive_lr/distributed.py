@@ -30,8 +30,9 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,8 +115,12 @@ class World:
         # the same generator as the original: the DataLoader draws its base seed from it before the
         # sampler draws the permutation, as in a single process
         return torch.utils.data.DataLoader(
-            batches.dataset, batch_sampler=sampler, collate_fn=batches.collate_fn,
-            num_workers=batches.num_workers, pin_memory=batches.pin_memory, generator=batches.generator,
+            batches.dataset,
+            batch_sampler=sampler,
+            collate_fn=batches.collate_fn,
+            num_workers=batches.num_workers,
+            pin_memory=batches.pin_memory,
+            generator=batches.generator,
         )
 
     # model ------------------------------------------------------------------
@@ -355,6 +360,15 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
 
 
 __all__ = [
-    "World", "SINGLE", "NullLive", "setup", "shutdown", "world_from_env", "is_main", "merge_batches",
-    "needs_launch", "torchrun_command", "launch",
+    "World",
+    "SINGLE",
+    "NullLive",
+    "setup",
+    "shutdown",
+    "world_from_env",
+    "is_main",
+    "merge_batches",
+    "needs_launch",
+    "torchrun_command",
+    "launch",
 ]

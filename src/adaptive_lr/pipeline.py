@@ -6,8 +6,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,7 +43,9 @@ def cell_config(params: Params, task: str, schedule: str) -> TaskConfig:
     """The settings of one task x schedule cell (a schedule or an ablation), or ParamsError naming the bad name."""
     cfg = task_config(params, task)
     if schedule not in params.schedules:
-        raise ParamsError(f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})")
+        raise ParamsError(
+            f"schedule {schedule!r}: not in params.yaml schedules or ablations ({', '.join(params.schedules)})"
+        )
     return cfg
 
 
@@ -81,7 +83,11 @@ def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"[prepare {task}] {cfg.source}: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" ({time.perf_counter() - start:.1f}s)")
+    log(
+        f"[prepare {task}] {cfg.source}: "
+        + ", ".join(f"{k} {v}" for k, v in sizes.items())
+        + f" ({time.perf_counter() - start:.1f}s)"
+    )
     return sizes
 
 
@@ -104,7 +110,15 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
         for d in (run_dir, live_dir) if main else ():
             shutil.rmtree(d, ignore_errors=True)
         r = train_one(
-            t, cfg, schedule, params.schedules[schedule], seed, root / DATA / task, run_dir, live_dir, log,
+            t,
+            cfg,
+            schedule,
+            params.schedules[schedule],
+            seed,
+            root / DATA / task,
+            run_dir,
+            live_dir,
+            log,
             resume_path=resume_dir / f"seed{seed}.pt",
         )
         if main:
@@ -133,7 +147,8 @@ def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
         finally:
             distributed.shutdown()  # leave the process group train_one joined (if any)
         return
-    log(f"[train {task}/{schedule}] {cfg.nproc} processes: {' '.join(distributed.torchrun_command(cfg.nproc, [script, task, schedule]))}")
+    command = distributed.torchrun_command(cfg.nproc, [script, task, schedule])
+    log(f"[train {task}/{schedule}] {cfg.nproc} processes: {' '.join(command)}")
     code = distributed.launch(cfg.nproc, [script, task, schedule])
     if code != 0:
         raise SystemExit(code)
@@ -166,10 +181,15 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
                 why = " ".join(str(exc).split())[:200]
                 raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
             model.to(device)
-            ev = evaluate(t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp)
+            ev = evaluate(
+                t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp
+            )
             tested = {
-                "test_loss": ev.loss, "test_metric": ev.metric, "eval_seconds": ev.seconds,
-                "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9), "test_samples": ev.n_samples,
+                "test_loss": ev.loss,
+                "test_metric": ev.metric,
+                "eval_seconds": ev.seconds,
+                "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9),
+                "test_samples": ev.n_samples,
             }
         record = EvalRecord.from_run(train, task=task, schedule=schedule, seed=seed, metric=t.metric, **tested)
         write_json(record.to_dict(), root / METRICS / task / schedule / f"{seed}.json")

@@ -132,13 +132,21 @@ class EvalRecord(_Record):
         usage = run.usage
         return cls(
             **given,
-            best_val_loss=run.best_val_loss, best_epoch=run.best_epoch, epochs_run=run.epochs_run,
+            best_val_loss=run.best_val_loss,
+            best_epoch=run.best_epoch,
+            epochs_run=run.epochs_run,
             diverged_epoch=run.diverged_epoch,
-            train_seconds=usage["wall_seconds"], seconds_per_epoch=usage["wall_seconds"] / max(run.epochs_run, 1),
-            optim_seconds=run.optim_seconds, val_seconds=run.val_seconds, probe_seconds=run.probe_seconds,
-            sched_seconds=run.sched_seconds, probes=run.probes,
-            cpu_util=usage["cpu_util"], peak_rss_mb=usage["peak_rss_mb"],
-            gpu_peak_mb=usage["gpu_peak_mb"], gpu_util=usage["gpu_util"],
+            train_seconds=usage["wall_seconds"],
+            seconds_per_epoch=usage["wall_seconds"] / max(run.epochs_run, 1),
+            optim_seconds=run.optim_seconds,
+            val_seconds=run.val_seconds,
+            probe_seconds=run.probe_seconds,
+            sched_seconds=run.sched_seconds,
+            probes=run.probes,
+            cpu_util=usage["cpu_util"],
+            peak_rss_mb=usage["peak_rss_mb"],
+            gpu_peak_mb=usage["gpu_peak_mb"],
+            gpu_util=usage["gpu_util"],
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -71,10 +71,16 @@ def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Pat
                 m = RUN_PATH.search(row.get("filename", ""))
                 if not fields or m is None:
                     continue
-                rows.append({
-                    "rev": row["rev"], "schedule": m["schedule"], "seed": int(m["seed"]), "field": fields[0],
-                    "step": int(float(row["step"])), "value": float(row[fields[0]]),
-                })
+                rows.append(
+                    {
+                        "rev": row["rev"],
+                        "schedule": m["schedule"],
+                        "seed": int(m["seed"]),
+                        "field": fields[0],
+                        "step": int(float(row["step"])),
+                        "value": float(row[fields[0]]),
+                    }
+                )
         if rows:
             plots[plot_id] = rows
     return plots
@@ -83,7 +89,9 @@ def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Pat
 def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
     """One panel per plot id; colour = schedule, line style = revision; mean over seeds."""
     if not plots:
-        raise ReportError("dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?")
+        raise ReportError(
+            "dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?"
+        )
     plt = pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -106,18 +114,25 @@ def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
             series[(r["rev"], r["schedule"])][r["step"]].append(r["value"])
         for (rev, schedule), by_step in series.items():
             steps = sorted(by_step)
-            ax.plot(steps, [np.mean(by_step[s]) for s in steps], color=color(schedule), linestyle=styles[revs.index(rev) % len(styles)],
-                    linewidth=2 if schedule == OURS else 1.3)
+            ax.plot(
+                steps,
+                [np.mean(by_step[s]) for s in steps],
+                color=color(schedule),
+                linestyle=styles[revs.index(rev) % len(styles)],
+                linewidth=2 if schedule == OURS else 1.3,
+            )
         ax.set_title(plot_id)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(rows[0]["field"])
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(ids):]:
+    for ax in list(axes.flat)[len(ids) :]:
         ax.set_visible(False)
     # one legend for the figure: colour = schedule, line style = revision
     handles = [Line2D([], [], color=color(s), linewidth=2 if s == OURS else 1.3, label=s) for s in schedules]
-    handles += [Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=rev) for i, rev in enumerate(revs)]
+    handles += [
+        Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=rev) for i, rev in enumerate(revs)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8)
     fig.suptitle("dvc plots diff " + " vs ".join(revs) + " (mean over seeds)")
     fig.tight_layout(rect=(0, 0.06 * (2 / (rows_n + 1)), 1, 1))
@@ -127,9 +142,16 @@ def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
 def resolve_base(base: str | None, root: Path = Path(".")) -> str:
     """The revision to diff against: ``base`` if given, else origin/main, main, or HEAD, the first that exists."""
     for rev in [base] if base else ["origin/main", "main", "HEAD"]:
-        if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True).returncode == 0:
+        if (
+            subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True
+            ).returncode
+            == 0
+        ):
             return rev
-    raise ReportError(f"git revision {base!r} not found" if base else "no git revision to compare with (origin/main, main, HEAD)")
+    raise ReportError(
+        f"git revision {base!r} not found" if base else "no git revision to compare with (origin/main, main, HEAD)"
+    )
 
 
 def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
@@ -152,7 +174,12 @@ def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
             lines += [f"## {title} changed vs {rev}", "", table if has_rows else f"No {title.lower()} changed.", ""]
     comparison_path = root / "metrics" / "comparison.json"
     if comparison_path.exists():
-        lines += ["## Test metric, every task x schedule (mean ± std over seeds)", "", headline(json.loads(comparison_path.read_text())), ""]
+        lines += [
+            "## Test metric, every task x schedule (mean ± std over seeds)",
+            "",
+            headline(json.loads(comparison_path.read_text())),
+            "",
+        ]
         lines += ["Full tables and paired verdicts: [metrics/comparison.md](metrics/comparison.md)", ""]
     pngs = sorted((root / "plots").glob("*.png"))
     if pngs:
@@ -166,7 +193,9 @@ ROBUST_TOLERANCE = {"accuracy": 0.01, "wer": 0.02}
 
 def _exp_rev(name: str, root: Path) -> str:
     """The commit of experiment ``name`` (newest of that name), or of a plain git revision."""
-    refs = _cmd(["git", "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)", "refs/exps"], root)
+    refs = _cmd(
+        ["git", "for-each-ref", "--sort=-committerdate", "--format=%(objectname) %(refname)", "refs/exps"], root
+    )
     for line in refs.splitlines():
         sha, ref = line.split(" ", 1)
         if ref.rsplit("/", 1)[-1] == name:
@@ -190,18 +219,26 @@ def _lrs_at(params_text: str) -> dict[str, float]:
 
 def sweep(names: list[str], root: Path = Path(".")) -> dict:
     """Every schedule's mean test metric per run of the sweep (the workspace = default LRs, then each experiment)."""
-    runs = {"default": ((root / "metrics" / "comparison.json").read_text(), (root / "params.yaml").read_text(), "workspace")}
+    runs = {
+        "default": ((root / "metrics" / "comparison.json").read_text(), (root / "params.yaml").read_text(), "workspace")
+    }
     for name in names:
         rev = _exp_rev(name, root)
-        runs[name] = (_cmd(["git", "show", f"{rev}:metrics/comparison.json"], root), _cmd(["git", "show", f"{rev}:params.yaml"], root), rev)
+        runs[name] = (
+            _cmd(["git", "show", f"{rev}:metrics/comparison.json"], root),
+            _cmd(["git", "show", f"{rev}:params.yaml"], root),
+            rev,
+        )
     out: dict = {"runs": {}, "tasks": {}}
     for label, (comparison_text, params_text, rev) in runs.items():
         out["runs"][label] = {"rev": rev, "lr": _lrs_at(params_text)}
         for task, entry in json.loads(comparison_text).items():
-            t = out["tasks"].setdefault(task, {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"], "schedules": {}})
+            t = out["tasks"].setdefault(
+                task, {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"], "schedules": {}}
+            )
             for schedule, v in entry["schedules"].items():
                 t["schedules"].setdefault(schedule, {"by_run": {}})["by_run"][label] = v["test_metric"]["mean"]
-    for task, t in out["tasks"].items():
+    for t in out["tasks"].values():
         tol = ROBUST_TOLERANCE.get(t["metric"], 0.01)
         t["tolerance"] = tol
         for v in t["schedules"].values():
@@ -223,13 +260,22 @@ def sweep_markdown(result: dict) -> str:
         lrs = ", ".join(f"{label} {result['runs'][label]['lr'][task]:g}" for label in labels)
         rows = [
             [
-                s, *[format_number(v["by_run"].get(label), "{:.3f}") for label in labels],
-                format_number(v["worst_gap"], "{:.3f}"), "yes" if v["robust"] else "no",
+                s,
+                *[format_number(v["by_run"].get(label), "{:.3f}") for label in labels],
+                format_number(v["worst_gap"], "{:.3f}"),
+                "yes" if v["robust"] else "no",
             ]
             for s, v in t["schedules"].items()
         ]
         lines += [f"### {task}: test {t['metric']} by initial LR ({lrs})", ""]
-        lines.append(tabulate(rows, headers=["schedule", *labels, "worst gap to own best", f"within {t['tolerance']}"], tablefmt="github", disable_numparse=True))
+        lines.append(
+            tabulate(
+                rows,
+                headers=["schedule", *labels, "worst gap to own best", f"within {t['tolerance']}"],
+                tablefmt="github",
+                disable_numparse=True,
+            )
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -241,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("revs", nargs="*", help="git revisions or experiment names (none: workspace vs HEAD, as dvc)")
     p.add_argument("--targets", nargs="*", help="plot ids from dvc.yaml (default: all)")
     p.add_argument("-o", "--out", type=Path, default=Path("dvc_plots/diff.png"))
-    w = sub.add_parser("sweep", help="the initial-LR sweep: test metric per schedule in the workspace and each experiment")
+    w = sub.add_parser(
+        "sweep", help="the initial-LR sweep: test metric per schedule in the workspace and each experiment"
+    )
     w.add_argument("names", nargs="+", help="experiment names (or git revisions) of the sweep")
     w.add_argument("-o", "--out", type=Path, help="also write the summary as JSON here")
     c = sub.add_parser("ci", help="markdown report of metric and param changes")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,13 @@ class Checkpointer:
     """
 
     def __init__(
-        self, path: Path | None, key: Callable[[], str], rank: int, world_size: int, log: Callable[[str], None], tag: str
+        self,
+        path: Path | None,
+        key: Callable[[], str],
+        rank: int,
+        world_size: int,
+        log: Callable[[str], None],
+        tag: str,
     ):
         if path is not None and world_size > 1:
             path = path.with_name(f"{path.stem}.rank{rank}{path.suffix}")

@@ -198,7 +198,9 @@ def _extra(module: str, schedule: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise ImportError(f"schedule {schedule!r} needs {module.split('.')[0]}: pip install 'adaptive-lr[{extra}]' ({e})") from e
+        raise ImportError(
+            f"schedule {schedule!r} needs {module.split('.')[0]}: pip install 'adaptive-lr[{extra}]' ({e})"
+        ) from e
 
 
 def _step(params, k: StepKnobs, ctx: Context) -> Schedule:
@@ -216,7 +218,13 @@ def _cosine(params, k: CosineKnobs, ctx: Context) -> Schedule:
 def _plateau(params, k: PlateauKnobs, ctx: Context) -> Schedule:
     opt = _adam(params, ctx)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=k.factor, patience=k.patience, threshold=k.threshold, threshold_mode="rel", min_lr=k.min_lr
+        opt,
+        mode="min",
+        factor=k.factor,
+        patience=k.patience,
+        threshold=k.threshold,
+        threshold_mode="rel",
+        min_lr=k.min_lr,
     )
     return Schedule(opt, sched, on="val")
 
@@ -227,8 +235,15 @@ def _greedy(params, k: GreedyKnobs, ctx: Context) -> Schedule:
     opt = _adam(params, ctx)
     # GreedyLR acts after `patience` evaluations *beyond* the first, hence the -1.
     sched = GreedyLR(
-        opt, mode="min", factor=k.factor, patience=k.patience - 1, threshold=k.threshold, threshold_mode="rel",
-        min_lr=k.min_lr, max_lr=k.max_lr_ratio * ctx.lr, smooth=k.smooth,
+        opt,
+        mode="min",
+        factor=k.factor,
+        patience=k.patience - 1,
+        threshold=k.threshold,
+        threshold_mode="rel",
+        min_lr=k.min_lr,
+        max_lr=k.max_lr_ratio * ctx.lr,
+        smooth=k.smooth,
     )
     return Schedule(opt, sched, on="val")
 
@@ -246,13 +261,29 @@ def _schedulefree(params, k: ScheduleFreeKnobs, ctx: Context) -> Schedule:
 def _adaptive(params, k: AdaptiveKnobs, ctx: Context) -> Schedule:
     opt = _adam(params, ctx)
     sched = AdaptiveLR(
-        opt, factor=k.factor, threshold=k.threshold, min_lr=k.min_lr, max_lr=k.max_lr_ratio * ctx.lr,
-        increase=k.increase, patience=k.patience, patience_up=k.patience_up, z=k.z, divergence=k.divergence,
-        raise_lr=k.raise_lr, significance=k.significance, rollback=k.rollback,
+        opt,
+        factor=k.factor,
+        threshold=k.threshold,
+        min_lr=k.min_lr,
+        max_lr=k.max_lr_ratio * ctx.lr,
+        increase=k.increase,
+        patience=k.patience,
+        patience_up=k.patience_up,
+        z=k.z,
+        divergence=k.divergence,
+        raise_lr=k.raise_lr,
+        significance=k.significance,
+        rollback=k.rollback,
     )
     return Schedule(
-        opt, sched, on="val", takes_samples=True, recovers=k.rollback,
-        probes=k.probes, probe_size=k.probe_size, probe_budget=k.probe_budget,
+        opt,
+        sched,
+        on="val",
+        takes_samples=True,
+        recovers=k.rollback,
+        probes=k.probes,
+        probe_size=k.probe_size,
+        probe_budget=k.probe_budget,
     )
 
 

@@ -6,22 +6,25 @@ validation-driven schedule see the validation split only.
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from adaptive_lr import distributed, schedules
 from adaptive_lr.config import TaskConfig
+from adaptive_lr.distributed import NullLive
 from adaptive_lr.files import save_torch, write_json
 from adaptive_lr.records import RunResult
 from adaptive_lr.resume import Checkpointer, rng_state, run_key, set_rng_state
@@ -78,7 +81,11 @@ class Evaluation:
 
 
 def evaluate(
-    task: Task, model: torch.nn.Module, batches, device: torch.device, amp: bool,
+    task: Task,
+    model: torch.nn.Module,
+    batches,
+    device: torch.device,
+    amp: bool,
     world: distributed.World = distributed.SINGLE,
 ) -> Evaluation:
     """Mean loss and metric of ``model`` over ``batches`` (eval mode, no grad).
@@ -185,9 +192,15 @@ class RunState:
 
     def state_dict(self, done: bool, usage: dict) -> dict:
         return {
-            "done": done, "model": self.model.state_dict(), "schedule": self.schedule.state_dict(),
-            "best_loss": self.best.loss, "best_state": self.best.state, "result": asdict(self.result),
-            "rows": self.rows, "usage": usage, "rng": rng_state(*self.generators),
+            "done": done,
+            "model": self.model.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "best_loss": self.best.loss,
+            "best_state": self.best.state,
+            "result": asdict(self.result),
+            "rows": self.rows,
+            "usage": usage,
+            "rng": rng_state(*self.generators),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -202,8 +215,16 @@ class RunState:
 class Run:
     """The fixed parts of one run (task, settings, data, devices, probe plan) and its epoch of training."""
 
-    def __init__(self, task: Task, cfg: TaskConfig, schedule_name: str, knobs: Any, seed: int, data_dir: Path,
-                 world: distributed.World):
+    def __init__(
+        self,
+        task: Task,
+        cfg: TaskConfig,
+        schedule_name: str,
+        knobs: Any,
+        seed: int,
+        data_dir: Path,
+        world: distributed.World,
+    ):
         self.task, self.cfg, self.world = task, cfg, world
         generator = seed_everything(seed)
         val_generator = torch.Generator().manual_seed(seed)
@@ -220,6 +241,26 @@ class Run:
         self.plan = ProbePlan.of(schedule, self.steps_per_epoch, self.val_batches)
         result = RunResult(task.name, schedule_name, seed)
         self.state = RunState(model, schedule, best, result, (generator, val_generator))
+
+    def resume_or_start(self, saved: dict | None, log: Callable[[str], None], tag: str) -> None:
+        """Continue from a saved state of this run, or start at epoch 1 (the initial LR on the trace)."""
+        s = self.state
+        if saved is not None:
+            s.load_state_dict(saved)
+            finished = " (finished: rewriting its outputs)" if s.done else ""
+            log(f"{tag} resumed after epoch {s.result.epochs_run}{finished}")
+        else:
+            s.note_lr(0.0)
+        if self.plan.per_epoch and not s.done:
+            log(
+                f"{tag} {self.plan.per_epoch} validation probe(s) per epoch from epoch 2, "
+                f"on {self.plan.n_batches} of {len(self.val_batches)} validation batches"
+            )
+
+    def describe(self, row: dict[str, float], timers: Timers) -> str:
+        """The epoch's progress line: losses, metric, the LR it ran at -> the LR for the next, seconds."""
+        losses = " ".join(f"{k} {row[k]:.4f}" for k in list(row)[:3])
+        return f"{losses} lr {row['lr']:.2e}->{self.state.schedule.lr:.2e} {sum(timers.seconds.values()):.1f}s"
 
     def evaluate(self, batches) -> Evaluation:
         return evaluate(self.task, self.state.model, batches, self.world.device, self.cfg.amp, self.world)
@@ -273,23 +314,29 @@ class Run:
         for part in ("optim", "val", "probe", "sched"):
             setattr(s.result, f"{part}_seconds", getattr(s.result, f"{part}_seconds") + timers.seconds[part])
 
-    def record_epoch(self, train_loss: float, val: Evaluation | None, lr: float, timers: Timers,
-                     elapsed: float) -> dict[str, float]:
+    def record_epoch(
+        self, train_loss: float, val: Evaluation | None, lr: float, timers: Timers, elapsed: float
+    ) -> dict[str, float]:
         """The epoch's curves into the result, and the row dvclive logs for it (kept for a resumed run)."""
         s, t = self.state, timers.seconds
         val_loss = val.loss if val is not None else math.nan
         s.result.val_loss.append(val_loss)
         s.result.elapsed.append(elapsed)
         s.result.lr.append(lr)
-        s.rows.append({
-            "train/loss": train_loss, "val/loss": val_loss,
-            f"val/{self.task.metric}": val.metric if val is not None else math.nan, "lr": lr,
-            "time/train_s": t["optim"], "time/val_s": t["val"], "time/probe_s": t["probe"],
-            "time/sched_s": t["sched"], "time/elapsed_s": elapsed,
-        })
+        s.rows.append(
+            {
+                "train/loss": train_loss,
+                "val/loss": val_loss,
+                f"val/{self.task.metric}": val.metric if val is not None else math.nan,
+                "lr": lr,
+                "time/train_s": t["optim"],
+                "time/val_s": t["val"],
+                "time/probe_s": t["probe"],
+                "time/sched_s": t["sched"],
+                "time/elapsed_s": elapsed,
+            }
+        )
         return s.rows[-1]
-
-
 
 
 def train_one(
@@ -325,22 +372,14 @@ def train_one(
     log = log if world.is_main else (lambda msg: None)
     run = Run(task, cfg, schedule_name, knobs, seed, data_dir, world)
     s, tag = run.state, f"[{task.name}/{schedule_name} seed {seed}]"
-    key = lambda: run_key(task.name, cfg, schedule_name, knobs, seed, data_dir)  # noqa: E731
+    key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir)
     ckpt = Checkpointer(resume_path, key, world.rank, world.size, log, tag)
-    saved = ckpt.load()
-    if saved is not None:
-        s.load_state_dict(saved)
-        log(f"{tag} resumed after epoch {s.result.epochs_run}" + (" (finished: rewriting its outputs)" if s.done else ""))
-    else:
-        s.note_lr(0.0)
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else distributed.NullLive()
-    for epoch, row in enumerate(s.rows, start=1):
+    run.resume_or_start(ckpt.load(), log, tag)
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else NullLive()
+    for epoch, row in enumerate(s.rows, start=1):  # a resumed run logs the rows it had again
         log_epoch(live, epoch, row)
     meter, start, ckpt_s = UsageMeter(world.device).start(), time.perf_counter(), 0.0
     elapsed0 = s.result.elapsed[-1] if s.result.elapsed else 0.0  # resume writes are kept out of this clock
-    if run.plan.per_epoch and not s.done:
-        log(f"{tag} {run.plan.per_epoch} validation probe(s) per epoch from epoch 2, "
-            f"on {run.plan.n_batches} of {len(run.val_batches)} validation batches")
     try:
         for epoch in s.epochs_left(cfg.epochs):
             timers, lr_used, t0 = Timers(), s.schedule.lr, time.perf_counter()
@@ -359,8 +398,7 @@ def train_one(
             run.end_epoch(epoch, val, timers)
             row = run.record_epoch(train_loss, val, lr_used, timers, elapsed)
             log_epoch(live, epoch, row)
-            log(f"{tag} epoch {epoch:>2}/{cfg.epochs} " + " ".join(f"{k} {row[k]:.4f}" for k in list(row)[:3])
-                + f" lr {lr_used:.2e}->{s.schedule.lr:.2e} {sum(timers.seconds.values()):.1f}s")
+            log(f"{tag} epoch {epoch:>2}/{cfg.epochs} {run.describe(row, timers)}")
             if epoch - s.result.best_epoch >= cfg.patience:
                 s.result.stopped_early = True
                 log(f"{tag} early stop: no better val/loss for {cfg.patience} epochs")

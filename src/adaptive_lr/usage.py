@@ -47,7 +47,7 @@ class UsageMeter:
         self._sample_gpu = self.cuda
         self._gpu_util: list[float] = []
 
-    def start(self) -> "UsageMeter":
+    def start(self) -> UsageMeter:
         self.rss_is_per_run = _reset_peak_rss()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)

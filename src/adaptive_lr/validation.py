@@ -113,8 +113,10 @@ class Knob:
 
     def in_bounds(self, v: float) -> bool:
         return not (
-            (self.ge is not None and not v >= self.ge) or (self.gt is not None and not v > self.gt)
-            or (self.le is not None and not v <= self.le) or (self.lt is not None and not v < self.lt)
+            (self.ge is not None and not v >= self.ge)
+            or (self.gt is not None and not v > self.gt)
+            or (self.le is not None and not v <= self.le)
+            or (self.lt is not None and not v < self.lt)
         )
 
 

@@ -20,17 +20,32 @@ EPOCHS_AIM = 0.8  # the lab's aim: reach the target in at most 0.8x the epochs o
 # seed, metric) and the divergence epoch (counted instead); the test metric first
 AVERAGED_FIELDS = (
     "test_metric",
-    *(k for k in EvalRecord.required_keys()
-      if k not in ("task", "schedule", "seed", "metric", "test_metric", "diverged_epoch")),
+    *(
+        k
+        for k in EvalRecord.required_keys()
+        if k not in ("task", "schedule", "seed", "metric", "test_metric", "diverged_epoch")
+    ),
 )
 # per-seed values kept in the comparison beside the averages
 PER_SEED_FIELDS = (
-    "test_metric", "test_loss", "best_val_loss", "best_epoch", "epochs_to_target", "seconds_to_target",
-    "train_seconds", "diverged_epoch",
+    "test_metric",
+    "test_loss",
+    "best_val_loss",
+    "best_epoch",
+    "epochs_to_target",
+    "seconds_to_target",
+    "train_seconds",
+    "diverged_epoch",
 )
 # overhead fields reported relative to BASELINE as a ratio of means
 RELATIVE_FIELDS = (
-    "train_seconds", "seconds_per_epoch", "val_seconds", "sched_seconds", "cpu_util", "peak_rss_mb", "gpu_peak_mb",
+    "train_seconds",
+    "seconds_per_epoch",
+    "val_seconds",
+    "sched_seconds",
+    "cpu_util",
+    "peak_rss_mb",
+    "gpu_peak_mb",
     "gpu_util",
 )
 
@@ -98,10 +113,15 @@ def collect(params: Params, root: Path = Path("."), results: dict | None = None)
         if OURS in scheds:
             ours = {s: v["test_metric"] for s, v in scheds[OURS]["per_seed"].items()}
             entry[f"{OURS}_vs"] = {
-                other: {"test_metric": paired(
-                    ours, {s: v["test_metric"] for s, v in runs["per_seed"].items()}, entry["higher_is_better"],
-                )}
-                for other, runs in [*scheds.items(), *entry["ablations"].items()] if other != OURS
+                other: {
+                    "test_metric": paired(
+                        ours,
+                        {s: v["test_metric"] for s, v in runs["per_seed"].items()},
+                        entry["higher_is_better"],
+                    )
+                }
+                for other, runs in [*scheds.items(), *entry["ablations"].items()]
+                if other != OURS
             }
             entry["aims"] = aims(entry)
         out[task] = entry
@@ -128,8 +148,11 @@ def aims(entry: dict) -> dict[str, Any]:
     fastest = min(others, key=others.get) if others else None
     epochs_ratio = ratio(full.get(OURS), others[fastest]) if fastest else None
     return {
-        "rank": rank, "of": len(order), "first": rank == 1,
+        "rank": rank,
+        "of": len(order),
+        "first": rank == 1,
         "best_other": next((s for s in order if s != OURS), None),
-        "fastest_other_to_target": fastest, "epochs_ratio": epochs_ratio,
+        "fastest_other_to_target": fastest,
+        "epochs_ratio": epochs_ratio,
         "epochs_aim_met": epochs_ratio is not None and epochs_ratio <= EPOCHS_AIM,
     }

@@ -26,9 +26,7 @@ def format_diverged(v: dict) -> str:
 
 def best_schedule(entry: dict) -> str | None:
     """The schedule with the best mean test metric on one task (None when none has one)."""
-    means = {
-        s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None
-    }
+    means = {s: v["test_metric"]["mean"] for s, v in entry["schedules"].items() if v["test_metric"]["mean"] is not None}
     return (max if entry["higher_is_better"] else min)(means, key=means.get) if means else None
 
 
@@ -65,26 +63,32 @@ def to_markdown(comparison: dict) -> str:
     from tabulate import tabulate
 
     lines = [
-        "# Comparison of learning-rate schedules", "",
+        "# Comparison of learning-rate schedules",
+        "",
         "Mean ± std over seeds. Test metric on the held-out test split; convergence measured on the",
         "validation split against each task's pre-set `target_val_loss` (runs that never reach it are",
         "counted in *reached*, not averaged as their last epoch). Overhead ratios are mean / mean of `fixed`.",
-        "", "## Headline: test metric", "", headline(comparison),
+        "",
+        "## Headline: test metric",
+        "",
+        headline(comparison),
     ]
     for task, entry in comparison.items():
         metric, hib, best = entry["metric"], entry["higher_is_better"], best_schedule(entry)
         rows = []
         for s, v in entry["schedules"].items():
             tm = format_mean_std(v["test_metric"])
-            rows.append([
-                f"**{s}**" if s == best else s,
-                f"**{tm}**" if s == best else tm,
-                format_mean_std(v["test_loss"]),
-                f"{format_mean_std(v['best_val_loss'])} @ {format_number(v['best_epoch']['mean'], '{:.1f}')}",
-                _to_target(v),
-                format_mean_std(v["seconds_to_target"], 1),
-                format_diverged(v),
-            ])
+            rows.append(
+                [
+                    f"**{s}**" if s == best else s,
+                    f"**{tm}**" if s == best else tm,
+                    format_mean_std(v["test_loss"]),
+                    f"{format_mean_std(v['best_val_loss'])} @ {format_number(v['best_epoch']['mean'], '{:.1f}')}",
+                    _to_target(v),
+                    format_mean_std(v["seconds_to_target"], 1),
+                    format_diverged(v),
+                ]
+            )
         lines += [
             "",
             f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; "
@@ -92,8 +96,13 @@ def to_markdown(comparison: dict) -> str:
             "",
         ]
         headers = [
-            "schedule", f"test {metric}", "test loss", "best val loss @ epoch", "epochs to target (reached)",
-            "seconds to target", "diverged",
+            "schedule",
+            f"test {metric}",
+            "test loss",
+            "best val loss @ epoch",
+            "epochs to target (reached)",
+            "seconds to target",
+            "diverged",
         ]
         lines.append(tabulate(rows, headers=headers, tablefmt="github"))
 
@@ -102,21 +111,34 @@ def to_markdown(comparison: dict) -> str:
         for s, v in entry["schedules"].items():
             rel = v.get("relative_to_fixed", {})
             row = [
-                s, format_mean_std(v["train_seconds"], 1), format_number(rel.get("train_seconds"), "{:.2f}x"),
+                s,
+                format_mean_std(v["train_seconds"], 1),
+                format_number(rel.get("train_seconds"), "{:.2f}x"),
                 format_mean_std(v["seconds_per_epoch"], 2),
-                format_number(v["val_share"], "{:.1%}"), format_number(v["probe_cost"], "{:.1%}"),
+                format_number(v["val_share"], "{:.1%}"),
+                format_number(v["probe_cost"], "{:.1%}"),
                 format_number(v["sched_share"], "{:.2%}"),
-                format_number(v["cpu_util"]["mean"]), format_number(v["peak_rss_mb"]["mean"], "{:.0f}"),
+                format_number(v["cpu_util"]["mean"]),
+                format_number(v["peak_rss_mb"]["mean"], "{:.0f}"),
                 format_number(rel.get("peak_rss_mb"), "{:.2f}x"),
             ]
             if gpu:
                 row += [
-                    format_number(v["gpu_peak_mb"]["mean"], "{:.0f}"), format_number(v["gpu_util"]["mean"], "{:.0f}%"),
+                    format_number(v["gpu_peak_mb"]["mean"], "{:.0f}"),
+                    format_number(v["gpu_util"]["mean"], "{:.0f}%"),
                 ]
             rows.append(row)
         headers = [
-            "schedule", "train s", "x fixed", "s / epoch", "validation", "probes / optim", "scheduler", "CPU (cores)",
-            "peak RSS MiB", "x fixed",
+            "schedule",
+            "train s",
+            "x fixed",
+            "s / epoch",
+            "validation",
+            "probes / optim",
+            "scheduler",
+            "CPU (cores)",
+            "peak RSS MiB",
+            "x fixed",
         ]
         if gpu:
             headers += ["GPU peak MiB", "GPU util"]
@@ -130,10 +152,16 @@ def to_markdown(comparison: dict) -> str:
 
         if f"{OURS}_vs" in entry:
             rows = [
-                [f"{OURS} vs {other}", p["n"], format_number(p["diff"], "{:+.3f}"),
-                 "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
-                 format_number(p["p_value"], "{:.3f}"), p["verdict"]]
-                for other, v in entry[f"{OURS}_vs"].items() for p in [v["test_metric"]]
+                [
+                    f"{OURS} vs {other}",
+                    p["n"],
+                    format_number(p["diff"], "{:+.3f}"),
+                    "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+                    format_number(p["p_value"], "{:.3f}"),
+                    p["verdict"],
+                ]
+                for other, v in entry[f"{OURS}_vs"].items()
+                for p in [v["test_metric"]]
             ]
             lines += [
                 "",
@@ -145,14 +173,25 @@ def to_markdown(comparison: dict) -> str:
         if entry.get("ablations"):
             vs = entry.get(f"{OURS}_vs", {})
             rows = [
-                [a, format_mean_std(v["test_metric"]), _to_target(v), format_mean_std(v["best_val_loss"]),
-                 format_diverged(v), format_number(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"),
-                 vs.get(a, {}).get("test_metric", {}).get("verdict", "-")]
+                [
+                    a,
+                    format_mean_std(v["test_metric"]),
+                    _to_target(v),
+                    format_mean_std(v["best_val_loss"]),
+                    format_diverged(v),
+                    format_number(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"),
+                    vs.get(a, {}).get("test_metric", {}).get("verdict", "-"),
+                ]
                 for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
             ]
             lines += ["", f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):", ""]
             headers = [
-                "variant", f"test {metric}", "epochs to target (reached)", "best val loss", "diverged", "diff",
+                "variant",
+                f"test {metric}",
+                "epochs to target (reached)",
+                "best val loss",
+                "diverged",
+                "diff",
                 "verdict",
             ]
             lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))

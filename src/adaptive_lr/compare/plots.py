@@ -126,8 +126,13 @@ def _barh_panels(comparison: dict, bars, xlabel: str, title, path: Path) -> Path
         ends = [(m or 0) + (sd or 0) for _, m, sd, _ in rows]
         colors = ["black" if n == OURS else f"C{i}" for i, n in enumerate(names)]
         ax.barh(
-            y, [m or 0 for _, m, _, _ in rows], xerr=[sd or 0 for _, _, sd, _ in rows], color=colors, alpha=0.8,
-            ecolor="grey", capsize=3,
+            y,
+            [m or 0 for _, m, _, _ in rows],
+            xerr=[sd or 0 for _, _, sd, _ in rows],
+            color=colors,
+            alpha=0.8,
+            ecolor="grey",
+            capsize=3,
         )
         for i, (_, _, _, label) in enumerate(rows):
             ax.text(ends[i], i, label, va="center", fontsize=8)
@@ -151,8 +156,11 @@ def _plot_time_to_target(comparison: dict, root: Path) -> Path:
         return out
 
     return _barh_panels(
-        comparison, bars, "seconds to target (mean ± std of runs that reached it)",
-        lambda task, entry: f"{task}: target {entry['target_val_loss']}", root / "plots" / "time_to_target.png",
+        comparison,
+        bars,
+        "seconds to target (mean ± std of runs that reached it)",
+        lambda task, entry: f"{task}: target {entry['target_val_loss']}",
+        root / "plots" / "time_to_target.png",
     )
 
 
@@ -163,7 +171,9 @@ def _plot_ablations(comparison: dict, root: Path) -> Path:
         return [(a, tm["mean"], tm["std"], f" {format_number(tm['mean'], '{:.3f}')}") for a, tm in metrics.items()]
 
     return _barh_panels(
-        comparison, bars, "test metric (mean ± std over seeds)",
+        comparison,
+        bars,
+        "test metric (mean ± std over seeds)",
         lambda task, entry: f"{task}: ablations, test {entry['metric']} ({'↑' if entry['higher_is_better'] else '↓'})",
         root / "plots" / "ablations.png",
     )
@@ -173,7 +183,9 @@ def _plot_overhead(comparison: dict, root: Path) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(comparison), figsize=(5 * len(comparison), 4.2), dpi=110, squeeze=False)
     parts = (
-        ("optim_seconds", "optimisation"), ("val_seconds", "validation"), ("probe_seconds", "in-epoch probes"),
+        ("optim_seconds", "optimisation"),
+        ("val_seconds", "validation"),
+        ("probe_seconds", "in-epoch probes"),
         ("sched_seconds", "scheduler logic"),
     )
     for ax, (task, entry) in zip(axes[0], comparison.items()):
@@ -181,10 +193,12 @@ def _plot_overhead(comparison: dict, root: Path) -> Path:
         y = np.arange(len(names))
         left = np.zeros(len(names))
         for i, (key, label) in enumerate(parts):
-            per_epoch = np.array([
-                (v[key]["mean"] or 0) / max(v["epochs_run"]["mean"] or 1, 1)
-                for v in (entry["schedules"][s] for s in names)
-            ])
+            per_epoch = np.array(
+                [
+                    (v[key]["mean"] or 0) / max(v["epochs_run"]["mean"] or 1, 1)
+                    for v in (entry["schedules"][s] for s in names)
+                ]
+            )
             ax.barh(y, per_epoch, left=left, label=label, color=f"C{i}")
             left += per_epoch
         for i, s in enumerate(names):

@@ -41,7 +41,10 @@ def paired(ours: dict, theirs: dict, higher_is_better: bool, confidence: float =
     seeds = sorted(s for s in ours if ours[s] is not None and theirs.get(s) is not None)
     d = np.asarray([ours[s] - theirs[s] for s in seeds], dtype=float)
     out: dict[str, Any] = {
-        "n": len(d), "diff": float(d.mean()) if len(d) else None, "ci": [None, None], "p_value": None,
+        "n": len(d),
+        "diff": float(d.mean()) if len(d) else None,
+        "ci": [None, None],
+        "p_value": None,
     }
     if len(d) < 2:
         return {**out, "verdict": "not distinguishable"}

@@ -7,7 +7,8 @@ batches) is one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol, Sequence, Sized, runtime_checkable
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch

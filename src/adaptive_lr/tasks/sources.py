@@ -21,7 +21,9 @@ def split_indices(n: int, fraction: float, seed: int, where: str = "validation_s
     order = np.random.default_rng(seed).permutation(n)
     n_cut = max(1, int(round(n * fraction)))
     if n_cut >= n:
-        raise DataError(f"{where}: cannot hold out {fraction:.0%} of {n} examples and keep any for training (an empty split)")
+        raise DataError(
+            f"{where}: cannot hold out {fraction:.0%} of {n} examples and keep any for training (an empty split)"
+        )
     return np.sort(order[n_cut:]), np.sort(order[:n_cut])
 
 
@@ -41,7 +43,11 @@ def load_split(data_dir: Path, split: str, stage: str, keys: tuple[str, ...] = (
 
 
 def load_real(
-    cfg: Any, hub_id: str, hub_config: str | None = None, hub_splits: list[str] | None = None, columns: dict[str, str] | None = None
+    cfg: Any,
+    hub_id: str,
+    hub_config: str | None = None,
+    hub_splits: list[str] | None = None,
+    columns: dict[str, str] | None = None,
 ) -> dict:
     """Real data as ``{split: datasets.Dataset}``: from the hub, or local parquet in the hub's schema.
 
@@ -80,7 +86,9 @@ def require_columns(ds: Any, columns: dict[str, tuple], where: str) -> None:
             raise DataError(f"{where}: missing column {col!r} (has {ds.column_names})")
         if len(ds) and not isinstance(ds[0][col], types):
             got = type(ds[0][col]).__name__
-            raise DataError(f"{where}: column {col!r} has values of type {got}, expected {'/'.join(t.__name__ for t in types)}")
+            raise DataError(
+                f"{where}: column {col!r} has values of type {got}, expected {'/'.join(t.__name__ for t in types)}"
+            )
     if len(ds) == 0:
         raise DataError(f"{where}: the split is empty")
 

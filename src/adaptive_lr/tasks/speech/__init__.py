@@ -13,7 +13,21 @@ from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS
 from adaptive_lr.tasks.speech.task import DATA_DEFAULTS, MODEL_DEFAULTS, SpeechDataset, SpeechTask
 
 __all__ = [
-    "BLANK", "CHAR_TO_ID", "DATA_DEFAULTS", "DEFAULT_VOICES", "DEFAULT_WORDS", "MODEL_DEFAULTS", "PAD_MULTIPLE",
-    "SAMPLE_RATE", "VOCAB", "SpeechDataset", "SpeechTask", "ctc_greedy_decode", "decode_audio", "encode_text",
-    "normalize_text", "resample", "to_int16",
+    "BLANK",
+    "CHAR_TO_ID",
+    "DATA_DEFAULTS",
+    "DEFAULT_VOICES",
+    "DEFAULT_WORDS",
+    "MODEL_DEFAULTS",
+    "PAD_MULTIPLE",
+    "SAMPLE_RATE",
+    "VOCAB",
+    "SpeechDataset",
+    "SpeechTask",
+    "ctc_greedy_decode",
+    "decode_audio",
+    "encode_text",
+    "normalize_text",
+    "resample",
+    "to_int16",
 ]

@@ -6,7 +6,6 @@ import ctypes
 import os
 import shutil
 import tempfile
-from typing import Any
 
 import numpy as np
 
@@ -40,7 +39,6 @@ class _Espeak:
     def __init__(self) -> None:
         import espeakng_loader
 
-
         self._dir = tempfile.mkdtemp(prefix="espeak-")
         lib_path = os.path.join(self._dir, "libespeak-ng-private.so")
         shutil.copyfile(espeakng_loader.get_library_path(), lib_path)
@@ -63,7 +61,10 @@ class _Espeak:
         """Speak ``text``; return float32 samples at :attr:`sample_rate`."""
         if voice != self._voice:
             if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise ParamsError(f"tasks.speech.data.voices: espeak-ng has no voice {voice!r} (e.g. 'en', 'en-us', 'en-us+f3', 'en-029')")
+                raise ParamsError(
+                    f"tasks.speech.data.voices: espeak-ng has no voice {voice!r} "
+                    "(e.g. 'en', 'en-us', 'en-us+f3', 'en-029')"
+                )
             self._voice = voice
         self._lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE
         self._lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH
@@ -80,11 +81,10 @@ class _Espeak:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def _uniform(rng: np.random.Generator, bounds: Any, name: str) -> float:
-    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if number(bounds):
-        bounds = [bounds, bounds]
-    if not (isinstance(bounds, list) and len(bounds) == 2 and all(map(number, bounds))) or bounds[1] < bounds[0]:
-        raise ParamsError(f"tasks.speech.data.{name} = {bounds!r}: expected a number or [low, high] with low <= high")
-    lo, hi = bounds
+def draw(rng: np.random.Generator, span: float | list) -> float:
+    """A uniform draw from ``[low, high]``, or the one value (no draw) of a number or an empty span.
+
+    ``span`` is a params.yaml span, checked when params.yaml was read (a number, or low <= high).
+    """
+    lo, hi = span if isinstance(span, list) else (span, span)
     return float(rng.uniform(lo, hi)) if hi > lo else float(lo)

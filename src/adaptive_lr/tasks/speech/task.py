@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,14 +47,18 @@ from adaptive_lr.tasks.batching import LengthGroupedBatches
 from adaptive_lr.tasks.sources import load_real, load_split, require_columns, split_indices
 from adaptive_lr.tasks.speech.audio import PAD_MULTIPLE, SAMPLE_RATE, _trim, decode_audio, resample, to_int16
 from adaptive_lr.tasks.speech.ctc import VOCAB, ctc_greedy_decode, encode_text, normalize_text
-from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS, _Espeak, _uniform
+from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS, _Espeak, draw
 from adaptive_lr.validation import Knob, defaults
 
 # the knobs under tasks.speech.data and tasks.speech.model: kind, default, range
 DATA_SPEC: dict[str, Knob] = {
     # an int N for the first N of DEFAULT_WORDS (the digits), or a list of words
     "words": Knob(
-        ("int", "strs"), 10, ge=1, le=len(DEFAULT_WORDS), min_items=1,
+        ("int", "strs"),
+        10,
+        ge=1,
+        le=len(DEFAULT_WORDS),
+        min_items=1,
         hint="N: the first N built-in words; in a list, quote yes/no/on/off or YAML reads booleans",
     ),
     "voices": Knob("strs", DEFAULT_VOICES, min_items=1),  # espeak-ng voices
@@ -96,7 +101,6 @@ DATA_DEFAULTS: dict[str, Any] = defaults(DATA_SPEC)
 MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SPEC)
 
 
-
 # --------------------------------------------------------------------------- dataset
 
 
@@ -126,7 +130,6 @@ class SpeechDataset(torch.utils.data.Dataset):
             "labels": torch.tensor(encode_text(self.text[i]), dtype=torch.long),
             "text": self.text[i],
         }
-
 
 
 # --------------------------------------------------------------------------- task
@@ -190,7 +193,9 @@ class SpeechTask(Task):
             rest = self._synth_many(engine, rng, words, voices, n_train)
         finally:
             engine.close()
-        train_i, val_i = split_indices(n_train, self.cfg.validation_split, seed + 1, "tasks.speech.data.n_train / validation_split")
+        train_i, val_i = split_indices(
+            n_train, self.cfg.validation_split, seed + 1, "tasks.speech.data.n_train / validation_split"
+        )
         pick = lambda idx: ([rest[0][i] for i in idx], [rest[1][i] for i in idx])  # noqa: E731
         return {"train": pick(train_i), "val": pick(val_i), "test": test}
 
@@ -202,10 +207,10 @@ class SpeechTask(Task):
             (
                 words[int(rng.integers(len(words)))],
                 voices[int(rng.integers(len(voices)))],
-                int(round(_uniform(rng, d["rate"], "rate"))),
-                int(round(_uniform(rng, d["pitch"], "pitch"))),
-                _uniform(rng, d["snr_db"], "snr_db"),
-                (_uniform(rng, d["pad_s"], "pad_s"), _uniform(rng, d["pad_s"], "pad_s")),
+                int(round(draw(rng, d["rate"]))),
+                int(round(draw(rng, d["pitch"]))),
+                draw(rng, d["snr_db"]),
+                (draw(rng, d["pad_s"]), draw(rng, d["pad_s"])),
                 int(rng.integers(2**31)),
             )
             for _ in range(n)
@@ -232,7 +237,13 @@ class SpeechTask(Task):
 
         d = self.data_cfg
         names = {"train": d["hub_splits"]["train"], "val": d["hub_splits"]["val"], "test": d["hub_splits"]["test"]}
-        raw = load_real(self.cfg, d["hub_name"], d["hub_config"], list(names.values()), columns={"audio": "struct", "text": "string"})
+        raw = load_real(
+            self.cfg,
+            d["hub_name"],
+            d["hub_config"],
+            list(names.values()),
+            columns={"audio": "struct", "text": "string"},
+        )
         if self.cfg.source == "local":
             names = {"train": "train", "val": "validation", "test": "test"}
         out = {}
@@ -255,7 +266,12 @@ class SpeechTask(Task):
             raise DataError(f"{self.cfg.path or d['hub_name']}: needs train and test splits (found {sorted(raw)})")
         if "val" not in out:
             audio, text = out["train"]
-            train_i, val_i = split_indices(len(audio), self.cfg.validation_split, seed, f"{self.cfg.path or d['hub_name']} (train) / validation_split")
+            train_i, val_i = split_indices(
+                len(audio),
+                self.cfg.validation_split,
+                seed,
+                f"{self.cfg.path or d['hub_name']} (train) / validation_split",
+            )
             out["val"] = ([audio[i] for i in val_i], [text[i] for i in val_i])
             out["train"] = ([audio[i] for i in train_i], [text[i] for i in train_i])
         return out
@@ -297,7 +313,12 @@ class SpeechTask(Task):
             values[b, :n] = it["input_values"]
             mask[b, :n] = 1
             labels[b, :u] = it["labels"]
-        return {"input_values": values, "attention_mask": mask, "labels": labels, "references": [it["text"] for it in items]}
+        return {
+            "input_values": values,
+            "attention_mask": mask,
+            "labels": labels,
+            "references": [it["text"] for it in items],
+        }
 
     def batches(
         self, dataset: torch.utils.data.Dataset, batch_size: int, shuffle: bool, generator: torch.Generator
