@@ -26,10 +26,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from adaptive_lr.config import Params, TaskConfig, load_params  # noqa: E402
-from adaptive_lr.tasks import get_task  # noqa: E402
+from adaptive_lr.tasks import REGISTRY, get_task  # noqa: E402
 from adaptive_lr.tasks.base import Task  # noqa: E402
 
-TASKS = ("vision", "text", "speech")
+TASKS = tuple(REGISTRY)
 
 
 def add_common_args(parser: argparse.ArgumentParser, epochs: int, repeats: int) -> None:

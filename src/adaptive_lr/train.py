@@ -107,17 +107,17 @@ def evaluate(
     return Evaluation(loss, task.score(preds, refs), time.perf_counter() - start, losses, sizes)
 
 
-def probes_per_epoch(sched: schedules.Schedule, steps_per_epoch: int, n_probe_batches: int) -> int:
+def probes_per_epoch(schedule: schedules.Schedule, steps_per_epoch: int, n_probe_batches: int) -> int:
     """In-epoch probes per epoch: as many as the schedule asks for, within its budget.
 
     ``n`` probes of ``k`` batches cost ``n * k`` forward passes against ``3 * steps`` for the epoch's
     training (:data:`TRAIN_STEP_FORWARDS`); the budget is ``probe_budget`` of the latter. The seconds
     they really take are measured (``probe_seconds``) and reported beside the budget.
     """
-    if sched.probes <= 0 or n_probe_batches <= 0:
+    if schedule.probes <= 0 or n_probe_batches <= 0:
         return 0
-    affordable = math.floor(sched.probe_budget * TRAIN_STEP_FORWARDS * steps_per_epoch / n_probe_batches + 1e-9)
-    return max(0, min(sched.probes, affordable, steps_per_epoch - 1))
+    affordable = math.floor(schedule.probe_budget * TRAIN_STEP_FORWARDS * steps_per_epoch / n_probe_batches + 1e-9)
+    return max(0, min(schedule.probes, affordable, steps_per_epoch - 1))
 
 
 @dataclass(frozen=True)

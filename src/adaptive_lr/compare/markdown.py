@@ -60,8 +60,6 @@ def headline(comparison: dict) -> str:
 
 def to_markdown(comparison: dict) -> str:
     """Readable tables per task: quality and convergence, overhead, and the paired verdicts."""
-    from tabulate import tabulate
-
     lines = [
         "# Comparison of learning-rate schedules",
         "",
@@ -74,142 +72,13 @@ def to_markdown(comparison: dict) -> str:
         headline(comparison),
     ]
     for task, entry in comparison.items():
-        metric, hib, best = entry["metric"], entry["higher_is_better"], best_schedule(entry)
-        rows = []
-        for s, v in entry["schedules"].items():
-            tm = format_mean_std(v["test_metric"])
-            rows.append(
-                [
-                    f"**{s}**" if s == best else s,
-                    f"**{tm}**" if s == best else tm,
-                    format_mean_std(v["test_loss"]),
-                    f"{format_mean_std(v['best_val_loss'])} @ {format_number(v['best_epoch']['mean'], '{:.1f}')}",
-                    _to_target(v),
-                    format_mean_std(v["seconds_to_target"], 1),
-                    format_diverged(v),
-                ]
-            )
-        lines += [
-            "",
-            f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; "
-            f"target val loss {entry['target_val_loss']})",
-            "",
-        ]
-        headers = [
-            "schedule",
-            f"test {metric}",
-            "test loss",
-            "best val loss @ epoch",
-            "epochs to target (reached)",
-            "seconds to target",
-            "diverged",
-        ]
-        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
-
-        gpu = any(v["gpu_peak_mb"]["mean"] is not None for v in entry["schedules"].values())
-        rows = []
-        for s, v in entry["schedules"].items():
-            rel = v.get("relative_to_fixed", {})
-            row = [
-                s,
-                format_mean_std(v["train_seconds"], 1),
-                format_number(rel.get("train_seconds"), "{:.2f}x"),
-                format_mean_std(v["seconds_per_epoch"], 2),
-                format_number(v["val_share"], "{:.1%}"),
-                format_number(v["probe_cost"], "{:.1%}"),
-                format_number(v["sched_share"], "{:.2%}"),
-                format_number(v["cpu_util"]["mean"]),
-                format_number(v["peak_rss_mb"]["mean"], "{:.0f}"),
-                format_number(rel.get("peak_rss_mb"), "{:.2f}x"),
-            ]
-            if gpu:
-                row += [
-                    format_number(v["gpu_peak_mb"]["mean"], "{:.0f}"),
-                    format_number(v["gpu_util"]["mean"], "{:.0f}%"),
-                ]
-            rows.append(row)
-        headers = [
-            "schedule",
-            "train s",
-            "x fixed",
-            "s / epoch",
-            "validation",
-            "probes / optim",
-            "scheduler",
-            "CPU (cores)",
-            "peak RSS MiB",
-            "x fixed",
-        ]
-        if gpu:
-            headers += ["GPU peak MiB", "GPU util"]
-        lines += [
-            "",
-            f"Overhead on {task} (validation and scheduler: share of training time; "
-            "probes: in-epoch probe seconds per optimisation second):",
-            "",
-        ]
-        lines.append(tabulate(rows, headers=headers, tablefmt="github"))
-
+        lines += _quality_table(task, entry) + _overhead_table(task, entry)
         if f"{OURS}_vs" in entry:
-            rows = [
-                [
-                    f"{OURS} vs {other}",
-                    p["n"],
-                    format_number(p["diff"], "{:+.3f}"),
-                    "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
-                    format_number(p["p_value"], "{:.3f}"),
-                    p["verdict"],
-                ]
-                for other, v in entry[f"{OURS}_vs"].items()
-                for p in [v["test_metric"]]
-            ]
-            lines += [
-                "",
-                f"Paired over seeds, test {metric} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):",
-                "",
-            ]
-            headers = ["pair", "seeds", "diff", "95% CI", "p", "verdict"]
-            lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+            lines += _paired_table(entry)
         if entry.get("ablations"):
-            vs = entry.get(f"{OURS}_vs", {})
-            rows = [
-                [
-                    a,
-                    format_mean_std(v["test_metric"]),
-                    _to_target(v),
-                    format_mean_std(v["best_val_loss"]),
-                    format_diverged(v),
-                    format_number(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"),
-                    vs.get(a, {}).get("test_metric", {}).get("verdict", "-"),
-                ]
-                for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
-            ]
-            lines += ["", f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):", ""]
-            headers = [
-                "variant",
-                f"test {metric}",
-                "epochs to target (reached)",
-                "best val loss",
-                "diverged",
-                "diff",
-                "verdict",
-            ]
-            lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
+            lines += _ablation_table(task, entry)
         if "aims" in entry:
-            a = entry["aims"]
-            if a["epochs_ratio"] is None:
-                ratio = f"not measurable (not every seed of {OURS} reached the target)"
-            else:
-                ratio = f"{a['epochs_ratio']:.2f}x ({a['fastest_other_to_target']})"
-            if a["rank"] is None:
-                place = "has no test metric (every seed diverged)"
-            else:
-                place = f"is {a['rank']} of {a['of']}"
-            lines += [
-                "",
-                f"Aims on {task}: {OURS} {place} on test {metric} (best other: {a['best_other']}); "
-                f"epochs to target vs the fastest other schedule: {ratio}. Aims: first, and ≤ {EPOCHS_AIM}x.",
-            ]
+            lines += _aims_line(task, entry)
         lines += [
             "",
             f"![validation loss, {task}](../plots/val_loss_{task}.png)",
@@ -219,3 +88,163 @@ def to_markdown(comparison: dict) -> str:
     if any(entry.get("ablations") for entry in comparison.values()):
         lines.append("![ablations](../plots/ablations.png)")
     return "\n".join(lines) + "\n"
+
+
+def _table(rows: list, headers: list, **kw) -> str:
+    from tabulate import tabulate
+
+    return tabulate(rows, headers=headers, tablefmt="github", **kw)
+
+
+def _quality_table(task: str, entry: dict) -> list[str]:
+    """Test metric, convergence and divergence per schedule; the best schedule in bold."""
+    metric, hib, best = entry["metric"], entry["higher_is_better"], best_schedule(entry)
+    rows = []
+    for s, v in entry["schedules"].items():
+        tm = format_mean_std(v["test_metric"])
+        rows.append(
+            [
+                f"**{s}**" if s == best else s,
+                f"**{tm}**" if s == best else tm,
+                format_mean_std(v["test_loss"]),
+                f"{format_mean_std(v['best_val_loss'])} @ {format_number(v['best_epoch']['mean'], '{:.1f}')}",
+                _to_target(v),
+                format_mean_std(v["seconds_to_target"], 1),
+                format_diverged(v),
+            ]
+        )
+    headers = [
+        "schedule",
+        f"test {metric}",
+        "test loss",
+        "best val loss @ epoch",
+        "epochs to target (reached)",
+        "seconds to target",
+        "diverged",
+    ]
+    return [
+        "",
+        f"## {task} (test {metric}, {'higher' if hib else 'lower'} is better; "
+        f"target val loss {entry['target_val_loss']})",
+        "",
+        _table(rows, headers),
+    ]
+
+
+def _overhead_table(task: str, entry: dict) -> list[str]:
+    """Wall time, the shares of validation, probes and scheduler, CPU and memory (GPU where measured)."""
+    gpu = any(v["gpu_peak_mb"]["mean"] is not None for v in entry["schedules"].values())
+    rows = []
+    for s, v in entry["schedules"].items():
+        rel = v.get("relative_to_fixed", {})
+        row = [
+            s,
+            format_mean_std(v["train_seconds"], 1),
+            format_number(rel.get("train_seconds"), "{:.2f}x"),
+            format_mean_std(v["seconds_per_epoch"], 2),
+            format_number(v["val_share"], "{:.1%}"),
+            format_number(v["probe_cost"], "{:.1%}"),
+            format_number(v["sched_share"], "{:.2%}"),
+            format_number(v["cpu_util"]["mean"]),
+            format_number(v["peak_rss_mb"]["mean"], "{:.0f}"),
+            format_number(rel.get("peak_rss_mb"), "{:.2f}x"),
+        ]
+        if gpu:
+            row += [
+                format_number(v["gpu_peak_mb"]["mean"], "{:.0f}"),
+                format_number(v["gpu_util"]["mean"], "{:.0f}%"),
+            ]
+        rows.append(row)
+    headers = [
+        "schedule",
+        "train s",
+        "x fixed",
+        "s / epoch",
+        "validation",
+        "probes / optim",
+        "scheduler",
+        "CPU (cores)",
+        "peak RSS MiB",
+        "x fixed",
+    ]
+    if gpu:
+        headers += ["GPU peak MiB", "GPU util"]
+    return [
+        "",
+        f"Overhead on {task} (validation and scheduler: share of training time; "
+        "probes: in-epoch probe seconds per optimisation second):",
+        "",
+        _table(rows, headers),
+    ]
+
+
+def _paired_table(entry: dict) -> list[str]:
+    """The paired verdicts of our schedule against every other one."""
+    rows = [
+        [
+            f"{OURS} vs {other}",
+            p["n"],
+            format_number(p["diff"], "{:+.3f}"),
+            "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+            format_number(p["p_value"], "{:.3f}"),
+            p["verdict"],
+        ]
+        for other, v in entry[f"{OURS}_vs"].items()
+        for p in [v["test_metric"]]
+    ]
+    return [
+        "",
+        f"Paired over seeds, test {entry['metric']} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):",
+        "",
+        _table(rows, ["pair", "seeds", "diff", "95% CI", "p", "verdict"], disable_numparse=True),
+    ]
+
+
+def _ablation_table(task: str, entry: dict) -> list[str]:
+    """Our schedule and each ablation of it, with the paired difference."""
+    vs = entry.get(f"{OURS}_vs", {})
+    rows = [
+        [
+            a,
+            format_mean_std(v["test_metric"]),
+            _to_target(v),
+            format_mean_std(v["best_val_loss"]),
+            format_diverged(v),
+            format_number(vs.get(a, {}).get("test_metric", {}).get("diff"), "{:+.3f}"),
+            vs.get(a, {}).get("test_metric", {}).get("verdict", "-"),
+        ]
+        for a, v in [(OURS, entry["schedules"][OURS]), *entry["ablations"].items()]
+    ]
+    headers = [
+        "variant",
+        f"test {entry['metric']}",
+        "epochs to target (reached)",
+        "best val loss",
+        "diverged",
+        "diff",
+        "verdict",
+    ]
+    return [
+        "",
+        f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):",
+        "",
+        _table(rows, headers, disable_numparse=True),
+    ]
+
+
+def _aims_line(task: str, entry: dict) -> list[str]:
+    """Where our schedule ranks, and its epochs to target against the fastest other schedule."""
+    a = entry["aims"]
+    if a["epochs_ratio"] is None:
+        ratio = f"not measurable (not every seed of {OURS} reached the target)"
+    else:
+        ratio = f"{a['epochs_ratio']:.2f}x ({a['fastest_other_to_target']})"
+    if a["rank"] is None:
+        place = "has no test metric (every seed diverged)"
+    else:
+        place = f"is {a['rank']} of {a['of']}"
+    return [
+        "",
+        f"Aims on {task}: {OURS} {place} on test {entry['metric']} (best other: {a['best_other']}); "
+        f"epochs to target vs the fastest other schedule: {ratio}. Aims: first, and ≤ {EPOCHS_AIM}x.",
+    ]
