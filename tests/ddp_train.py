@@ -3,10 +3,11 @@
     python tests/ddp_train.py SPEC_JSON OUT_DIR
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_train.py SPEC_JSON OUT_DIR
 
-SPEC_JSON holds ``cfg`` (TaskConfig fields), ``data`` (prepared data folder), ``knobs`` (adaptive's)
-and ``dropout`` (false: every dropout layer of the model is switched off). Each rank trains with
-``OUT_DIR/rank<r>/{run,live}`` as its output folders (so the test sees which rank wrote what) and
-leaves its LR trajectory and validation losses in ``OUT_DIR/rank<r>.json``.
+SPEC_JSON holds ``cfg`` (TaskConfig fields), ``data`` (prepared data folder), ``knobs`` (adaptive's),
+``dropout`` (false: every dropout layer of the model is switched off) and optionally ``resume`` (the
+resume state's path: each epoch's state is saved there, and a run that finds one continues it).
+Each rank trains with ``OUT_DIR/rank<r>/{run,live}`` as its output folders (so the test sees which
+rank wrote what) and leaves its LR trajectory, validation losses and log lines in ``OUT_DIR/rank<r>.json``.
 """
 
 import json
@@ -42,6 +43,7 @@ def main(spec: dict, out: Path) -> None:
         task.build_model = without_dropout(task.build_model)
     rank = distributed.world_from_env().rank
     knobs = schedules.knobs_of("adaptive", spec["knobs"])
+    lines: list[str] = []
     r = train_one(
         task,
         cfg,
@@ -51,9 +53,16 @@ def main(spec: dict, out: Path) -> None:
         Path(spec["data"]),
         out / f"rank{rank}" / "run",
         out / f"rank{rank}" / "live",
-        log=lambda s: None,
+        log=lines.append,  # rank 0's lines only: other ranks log nothing
+        resume_path=Path(spec["resume"]) if spec.get("resume") else None,
     )
-    record = {"lr_trace": r.lr_trace, "val_loss": r.val_loss, "probes": r.probes, "epochs_run": r.epochs_run}
+    record = {
+        "lr_trace": r.lr_trace,
+        "val_loss": r.val_loss,
+        "probes": r.probes,
+        "epochs_run": r.epochs_run,
+        "log": lines,
+    }
     (out / f"rank{rank}.json").write_text(json.dumps(record))
     distributed.shutdown()
 

@@ -152,6 +152,16 @@ def test_params_that_are_no_yaml_stop_the_stage_with_one_line(tree, tmp_path):
     assert line == "error: params.yaml: not valid YAML at line 3 (mapping values are not allowed here)"
 
 
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "null\n"], ids=["empty", "comment", "null"])
+def test_an_empty_params_yaml_says_it_is_empty(tree, tmp_path, text):
+    (tmp_path / "params.yaml").write_text(text)
+    line = error_line(stage(tree, tmp_path, "prepare", "vision"))
+    assert line == (
+        "error: params.yaml: empty; it holds the sections common, tasks and schedules "
+        "(`git checkout params.yaml` restores them)"
+    )
+
+
 # ----------------------------------------------------------------------------- divergence, through the pipeline
 
 
@@ -263,6 +273,39 @@ def test_missing_or_corrupt_input_names_the_stage_to_rerun(tree, diverged, tmp_p
     damage(tmp_path)
     line = error_line(stage(tree, tmp_path, *args))
     assert re.fullmatch(expected, line), line
+
+
+def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):
+    write_params(tmp_path, tiny)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vision").write_text("a file where the prepared folder goes")
+    line = error_line(stage(tree, tmp_path, "prepare", "vision"))
+    assert (
+        line
+        == "error: data/vision: exists and is not a folder; prepare@vision writes a folder there: move the file away"
+    )
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["vision"] and (tmp_path / "data/vision").is_file()
+
+
+@pytest.mark.parametrize(
+    "leftover, args",
+    [
+        ("data/.vision.k1ll3d/train.pt", ("prepare", "vision")),
+        ("metrics/vision/fixed/.0.json.k1ll3d.tmp", ("evaluate", "vision", "fixed")),
+        ("metrics/.comparison.json.k1ll3d.tmp", ("compare",)),
+        ("plots/.overhead.png.k1ll3d.tmp", ("compare",)),
+    ],
+    ids=["prepare-folder", "evaluate-metrics", "compare-metrics", "compare-plots"],
+)
+def test_the_next_run_of_a_stage_removes_what_a_killed_run_of_it_left(tree, diverged, tmp_path, leftover, args):
+    """A kill between the temporary file (or folder) and its rename leaves it behind; the next run removes it."""
+    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
+    (tmp_path / leftover).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / leftover).write_bytes(b"half-written")
+    proc = stage(tree, tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / leftover).exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vision.")]
 
 
 def test_a_best_epoch_without_its_checkpoint_says_to_retrain(diverged, tmp_path, monkeypatch):

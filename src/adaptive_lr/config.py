@@ -156,6 +156,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ParamsError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc})") from exc
+    if not raw:
+        raise ParamsError(
+            f"{path}: empty; it holds the sections common, tasks and schedules (`git checkout {path}` restores them)"
+        )
     top = check("", raw, _TOP)  # where "": the top-level keys are named alone
     profile = top.get("profile", "default")
     profiles = top.get("profiles") or {}

@@ -167,9 +167,15 @@ class World:
         """
         if self.size == 1:
             return outs
-        per_rank: list = [None] * self.size
-        dist.all_gather_object(per_rank, outs)
-        return merge_batches(per_rank)
+        return merge_batches(self.all_gather(outs))
+
+    def all_gather(self, value: Any) -> list:
+        """``value`` of every rank, in rank order (``[value]`` in one process); any picklable value."""
+        if self.size == 1:
+            return [value]
+        out: list = [None] * self.size
+        dist.all_gather_object(out, value)
+        return out
 
     def all_true(self, flag: Any) -> bool:
         """Whether ``flag`` holds on every rank (e.g. a finite training loss)."""

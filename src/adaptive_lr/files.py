@@ -31,6 +31,17 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` leaves in ``folder`` when it is killed mid-write.
+
+    A stage calls this for each folder it writes into before it writes; it returns what it removed.
+    """
+    gone = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 def save_torch(obj: Any, path: Path) -> None:
     """``torch.save`` atomically.
 

@@ -14,7 +14,7 @@ import torch
 from adaptive_lr import distributed
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.errors import DataError
-from adaptive_lr.files import write_json
+from adaptive_lr.files import remove_leftovers, write_json
 from adaptive_lr.records import EvalRecord, RunResult
 from adaptive_lr.tasks import get_task
 from adaptive_lr.train import evaluate, resolve_device, train_one
@@ -71,7 +71,11 @@ def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]
     _threads(cfg)
     out = root / DATA / task
     start = time.perf_counter()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; prepare@{task} writes a folder there: move the file away")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f".{task}.*"):  # what a killed run of this stage left
+        shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{task}."))  # same disk: the rename is atomic
     try:
         sizes = get_task(task, cfg).prepare(tmp, cfg.data_seed)
@@ -162,6 +166,7 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
     device = resolve_device(cfg.device)
     test = t.load(root / DATA / task, "test")
     stage = producer(RUNS / task / schedule)
+    remove_leftovers(root / METRICS / task / schedule)
     out = []
     for seed in cfg.seeds:
         ckpt_path = root / RUNS / task / schedule / f"seed{seed}" / "model.pt"

@@ -9,6 +9,7 @@ key) or one that cannot be read is removed, and the run starts afresh.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptive_lr.distributed import World
 from adaptive_lr.files import save_torch
 
 PACKAGE = Path(__file__).resolve().parent
@@ -36,22 +38,18 @@ def run_key(task_name: str, cfg: Any, schedule_name: str, knobs: Any, seed: int,
 class Checkpointer:
     """The resume state of one run at ``path`` (None: resume is off and every call does nothing).
 
-    Under torchrun each rank keeps its own state (its RNG streams differ): ``<stem>.rank<r>.pt``.
+    Under torchrun each rank keeps its own state (its RNG streams differ), ``<stem>.rank<r>.pt``,
+    and the one before it, ``<stem>.rank<r>.prev.pt``: a kill between two ranks' saves leaves them
+    one epoch apart, and the ranks then resume together from the last epoch every one of them saved.
     ``key`` is called once, only when resume is on (it hashes the data and the code).
     """
 
-    def __init__(
-        self,
-        path: Path | None,
-        key: Callable[[], str],
-        rank: int,
-        world_size: int,
-        log: Callable[[str], None],
-        tag: str,
-    ):
-        if path is not None and world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
-        self.path = path
+    def __init__(self, path: Path | None, key: Callable[[], str], world: World, log: Callable[[str], None], tag: str):
+        self.prev = None
+        if path is not None and world.size > 1:
+            path = path.with_name(f"{path.stem}.rank{world.rank}{path.suffix}")
+            self.prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+        self.path, self.world = path, world
         self.key = key() if path is not None else ""
         self.log, self.tag = log, tag
 
@@ -60,26 +58,51 @@ class Checkpointer:
         return self.path is not None
 
     def load(self) -> dict | None:
-        """The saved state if it belongs to this run, else None (and a foreign or unreadable file is removed)."""
-        if self.path is None or not self.path.exists():
+        """The state to continue from, or None to start afresh.
+
+        In one process: the saved state, if it belongs to this run. Under torchrun: of each rank's
+        last two states, the one at the latest epoch that every rank has (a collective call).
+        A foreign or unreadable file is removed.
+        """
+        if self.path is None:
+            return None
+        states = {}
+        for path in (self.path, self.prev) if self.prev is not None else (self.path,):
+            state = self._read(path)
+            if state is not None:
+                states[(state["result"]["epochs_run"], state["done"])] = state
+        if self.world.size == 1:
+            return next(iter(states.values()), None)
+        common = set.intersection(*(set(map(tuple, have)) for have in self.world.all_gather(sorted(states))))
+        if states and not common:
+            self.log(f"{self.tag} the ranks' resume states share no epoch; starting afresh")
+        return states[max(common)] if common else None
+
+    def _read(self, path: Path) -> dict | None:
+        if not path.exists():
             return None
         try:
-            state = torch.load(self.path, weights_only=False)
-        except Exception as exc:  # a state that cannot be read is no state: start afresh
-            self.log(f"{self.tag} {self.path}: unreadable resume state ({type(exc).__name__}); starting afresh")
-            self.path.unlink()
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:  # a state that cannot be read is no state
+            self.log(f"{self.tag} {path}: unreadable resume state ({type(exc).__name__}); starting afresh")
+            path.unlink()
             return None
         if state.get("key") != self.key:
-            self.log(f"{self.tag} {self.path}: saved by a run with other settings, data or code; starting afresh")
-            self.path.unlink()
+            self.log(f"{self.tag} {path}: saved by a run with other settings, data or code; starting afresh")
+            path.unlink()
             return None
         return state
 
     def save(self, state: dict) -> float:
-        """Write ``state`` atomically (a kill leaves the previous one); return the seconds it took."""
+        """Write ``state`` atomically (a kill leaves the previous one); return the seconds it took.
+
+        Under torchrun the state it replaces is kept as the previous one.
+        """
         if self.path is None:
             return 0.0
         start = time.perf_counter()
+        if self.prev is not None and self.path.exists():
+            os.replace(self.path, self.prev)
         save_torch({"key": self.key, **state}, self.path)
         return time.perf_counter() - start
 

@@ -373,7 +373,7 @@ def train_one(
     run = Run(task, cfg, schedule_name, knobs, seed, data_dir, world)
     s, tag = run.state, f"[{task.name}/{schedule_name} seed {seed}]"
     key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir)
-    ckpt = Checkpointer(resume_path, key, world.rank, world.size, log, tag)
+    ckpt = Checkpointer(resume_path, key, world, log, tag)
     run.resume_or_start(ckpt.load(), log, tag)
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else NullLive()
     for epoch, row in enumerate(s.rows, start=1):  # a resumed run logs the rows it had again

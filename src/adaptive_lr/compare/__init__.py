@@ -30,11 +30,13 @@ from adaptive_lr.compare.markdown import (
 from adaptive_lr.compare.plots import plot, pyplot, save_png
 from adaptive_lr.compare.stats import CONFIDENCE, mean_std, paired, ratio, time_to_target
 from adaptive_lr.config import Params
-from adaptive_lr.files import atomic_write, write_json
+from adaptive_lr.files import atomic_write, remove_leftovers, write_json
 
 
 def compare(params: Params, root: Path = Path(".")) -> dict:
     """Write metrics/comparison.json, metrics/comparison.md and the PNGs in plots/."""
+    for folder in (root / "metrics", root / "plots"):
+        remove_leftovers(folder)
     results = load_results(params, root)  # read once, for the statistics and for the curves
     comparison = collect(params, root, results)
     plot(comparison, results, root)
