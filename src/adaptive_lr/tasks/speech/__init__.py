@@ -10,15 +10,15 @@ are :class:`adaptive_lr.tasks.batching.LengthGroupedBatches`.
 from adaptive_lr.tasks.speech.audio import PAD_MULTIPLE, SAMPLE_RATE, decode_audio, resample, to_int16
 from adaptive_lr.tasks.speech.ctc import BLANK, CHAR_TO_ID, VOCAB, ctc_greedy_decode, encode_text, normalize_text
 from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS
-from adaptive_lr.tasks.speech.task import DATA_DEFAULTS, MODEL_DEFAULTS, SpeechDataset, SpeechTask
+from adaptive_lr.tasks.speech.task import DATA_SPEC, MODEL_SPEC, SpeechDataset, SpeechTask
 
 __all__ = [
     "BLANK",
     "CHAR_TO_ID",
-    "DATA_DEFAULTS",
+    "DATA_SPEC",
     "DEFAULT_VOICES",
     "DEFAULT_WORDS",
-    "MODEL_DEFAULTS",
+    "MODEL_SPEC",
     "PAD_MULTIPLE",
     "SAMPLE_RATE",
     "VOCAB",

@@ -14,13 +14,13 @@ Sources (``cfg.source``):
 Every source is prepared into the same on-disk form: ``<split>.pt`` holding
 16 kHz int16 waveforms and normalised transcripts, plus ``vocab.json``.
 
-Knobs in ``cfg.data`` (all optional; defaults in :data:`DATA_DEFAULTS`):
+Knobs in ``cfg.data`` (all optional; kinds, defaults and ranges in :data:`DATA_SPEC`):
 ``words``, ``voices``, ``n_train``, ``n_test``, ``rate``, ``pitch``,
 ``snr_db``, ``pad_s`` (builtin only); ``max_train``, ``max_val``, ``max_test``,
 ``max_seconds`` (caps, every source); ``hub_name``, ``hub_config``,
 ``hub_splits`` (hub only).
 
-Knobs in ``cfg.model`` (defaults in :data:`MODEL_DEFAULTS`): ``name``
+Knobs in ``cfg.model`` (kinds, defaults and ranges in :data:`MODEL_SPEC`): ``name``
 (pretrained id for hub/local); ``hidden_size``, ``num_layers``, ``num_heads``,
 ``ffn_size``, ``conv_channels``, ``conv_kernel``, ``conv_stride``,
 ``pos_conv_kernel``, ``pos_conv_groups`` (builtin only); ``dropout``,
@@ -48,7 +48,7 @@ from adaptive_lr.tasks.sources import load_real, load_split, require_columns, sp
 from adaptive_lr.tasks.speech.audio import PAD_MULTIPLE, SAMPLE_RATE, _trim, decode_audio, resample, to_int16
 from adaptive_lr.tasks.speech.ctc import VOCAB, ctc_greedy_decode, encode_text, normalize_text
 from adaptive_lr.tasks.speech.espeak import DEFAULT_VOICES, DEFAULT_WORDS, _Espeak, draw
-from adaptive_lr.validation import Knob, defaults
+from adaptive_lr.validation import Knob
 
 # the knobs under tasks.speech.data and tasks.speech.model: kind, default, range
 DATA_SPEC: dict[str, Knob] = {
@@ -97,8 +97,6 @@ MODEL_SPEC: dict[str, Knob] = {
     "layerdrop": Knob("float", 0.0, null=True, ge=0, lt=1),
     "mask_time_prob": Knob("float", 0.0, null=True, ge=0, le=1),
 }
-DATA_DEFAULTS: dict[str, Any] = defaults(DATA_SPEC)
-MODEL_DEFAULTS: dict[str, Any] = defaults(MODEL_SPEC)
 
 
 # --------------------------------------------------------------------------- dataset
