@@ -25,7 +25,7 @@ import yaml
 
 from adaptive_lr import files
 from adaptive_lr.compare import collect, to_markdown
-from adaptive_lr.config import Params, TaskConfig, load_params
+from adaptive_lr.config import Grid, Params, TaskConfig, load_params
 from adaptive_lr.errors import DataError
 from adaptive_lr.pipeline import evaluate_cell, producer, run_stage
 from adaptive_lr.records import EvalRecord, RunResult
@@ -78,6 +78,7 @@ def tiny(raw: dict, **common) -> None:
     raw["tasks"] = {"vision": vision}
     raw["common"].update(seeds=[0], batch_size=16, threads=1, **common)
     raw["schedules"], raw["ablations"] = {"fixed": {}}, {}
+    raw["grid"] = {"multipliers": [1], "extra_seeds": [], "workers": 1}
 
 
 # ----------------------------------------------------------------------------- params.yaml
@@ -97,7 +98,7 @@ def tiny(raw: dict, **common) -> None:
             ("evaluate", "vision", "adaptive"),
             lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
             "error: tasks.vision.data.nosie: unknown key; known keys: "
-            "n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, max_examples",
+            "n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, size, max_examples",
         ),
         # a data knob out of range stops the stage before any data is drawn
         (
@@ -125,7 +126,7 @@ def tiny(raw: dict, **common) -> None:
             ("evaluate", "vision", "linear"),
             None,
             "error: schedule 'linear': not in params.yaml schedules or ablations "
-            "(fixed, step, cosine, plateau, greedy, schedulefree, adaptive, adaptive_noraise",
+            "(fixed, step, cosine, plateau, greedy, schedulefree, prodigy, adaptive, adaptive_noraise",
         ),
     ],
     ids=[
@@ -181,10 +182,10 @@ def test_a_diverged_run_is_a_result_through_the_pipeline(diverged):
     root, procs = diverged
     assert not any("Traceback" in p.stderr for p in procs.values())
     assert "epoch 1: loss is not finite; run recorded as diverged" in procs["train"].stdout
-    result = json.loads((root / "live/vision/fixed/seed0/result.json").read_text())
+    result = json.loads((root / "live/vision/fixed/1x/seed0/result.json").read_text())
     assert result["diverged_epoch"] == 1 and result["best_epoch"] == 0 and result["best_val_loss"] is None
-    assert not (root / "runs/vision/fixed/seed0/model.pt").exists()  # no finite validation loss: nothing to keep
-    metrics = json.loads((root / "metrics/vision/fixed/0.json").read_text())
+    assert not (root / "runs/vision/fixed/1x/seed0/model.pt").exists()  # no finite validation loss: nothing to keep
+    metrics = json.loads((root / "metrics/vision/fixed/1x/0.json").read_text())
     assert metrics["diverged_epoch"] == 1 and metrics["test_metric"] is None and metrics["test_loss"] is None
     fixed = json.loads((root / "metrics/comparison.json").read_text())["vision"]["schedules"]["fixed"]
     assert (
@@ -198,6 +199,9 @@ def test_a_diverged_run_is_a_result_through_the_pipeline(diverged):
         "lr_vision.png",
         "time_to_target.png",
         "overhead.png",
+        "sensitivity_vision.png",
+        "profile.png",
+        "curves",
     }
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vision.")]
 
@@ -233,29 +237,29 @@ def _truncate(path: Path) -> None:
             r"run `dvc repro -f prepare@vision`",
         ),
         (
-            lambda root: (root / "live/vision/fixed/seed0/result.json").unlink(),
+            lambda root: (root / "live/vision/fixed/1x/seed0/result.json").unlink(),
             ("evaluate", "vision", "fixed"),
-            r"error: live/vision/fixed/seed0/result\.json: missing; run `dvc repro train@vision-fixed`",
+            r"error: live/vision/fixed/1x/seed0/result\.json: missing; run `dvc repro train@vision-fixed`",
         ),
         (
-            lambda root: (root / "runs/vision/fixed/seed0/model.pt").write_bytes(b"not a checkpoint"),
+            lambda root: (root / "runs/vision/fixed/1x/seed0/model.pt").write_bytes(b"not a checkpoint"),
             ("evaluate", "vision", "fixed"),
-            r"error: runs/vision/fixed/seed0/model\.pt: unusable \(.+\); run `dvc repro -f train@vision-fixed`",
+            r"error: runs/vision/fixed/1x/seed0/model\.pt: unusable \(.+\); run `dvc repro -f train@vision-fixed`",
         ),
         (
-            lambda root: (root / "metrics/vision/fixed/0.json").unlink(),
+            lambda root: (root / "metrics/vision/fixed/1x/0.json").unlink(),
             ("compare",),
-            r"error: metrics/vision/fixed/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
+            r"error: metrics/vision/fixed/1x/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
         ),
         (
-            lambda root: _truncate(root / "metrics/vision/fixed/0.json"),
+            lambda root: _truncate(root / "metrics/vision/fixed/1x/0.json"),
             ("compare",),
-            r"error: metrics/vision/fixed/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
+            r"error: metrics/vision/fixed/1x/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
         ),
         (
-            lambda root: (root / "live/vision/fixed/seed0/result.json").write_text("[]"),
+            lambda root: (root / "live/vision/fixed/1x/seed0/result.json").write_text("[]"),
             ("compare",),
-            r"error: live/vision/fixed/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision-fixed`",
+            r"error: live/vision/fixed/1x/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision-fixed`",
         ),
     ],
     ids=[
@@ -291,7 +295,7 @@ def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):
     "leftover, args",
     [
         ("data/.vision.k1ll3d/train.pt", ("prepare", "vision")),
-        ("metrics/vision/fixed/.0.json.k1ll3d.tmp", ("evaluate", "vision", "fixed")),
+        ("metrics/vision/fixed/1x/.0.json.k1ll3d.tmp", ("evaluate", "vision", "fixed")),
         ("metrics/.comparison.json.k1ll3d.tmp", ("compare",)),
         ("plots/.overhead.png.k1ll3d.tmp", ("compare",)),
     ],
@@ -310,12 +314,12 @@ def test_the_next_run_of_a_stage_removes_what_a_killed_run_of_it_left(tree, dive
 
 def test_a_best_epoch_without_its_checkpoint_says_to_retrain(diverged, tmp_path, monkeypatch):
     shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
-    result = tmp_path / "live/vision/fixed/seed0/result.json"
+    result = tmp_path / "live/vision/fixed/1x/seed0/result.json"
     result.write_text(json.dumps({**json.loads(result.read_text()), "best_epoch": 1, "best_val_loss": 2.3}))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(
         DataError,
-        match=r"^runs/vision/fixed/seed0/model.pt: missing \(the run has a best epoch, 1\); "
+        match=r"^runs/vision/fixed/1x/seed0/model.pt: missing \(the run has a best epoch, 1\); "
         r"run `dvc repro train@vision-fixed`$",
     ):
         evaluate_cell(load_params(), "vision", "fixed")
@@ -334,10 +338,11 @@ def test_prepared_data_of_another_layout_says_to_reprepare(diverged, tmp_path, m
 
 
 def test_ablation_outputs_name_their_own_stages():
-    assert producer(Path("live/text/adaptive_nosig/seed1/result.json")) == "train_ablation@text-adaptive_nosig"
-    assert producer(Path("metrics/text/adaptive_nosig/1.json")) == "evaluate_ablation@text-adaptive_nosig"
-    assert producer(Path("runs/speech/cosine/seed0/model.pt")) == "train@speech-cosine"
-    assert producer(Path("params.yaml")) is None and producer(Path("runs/.resume/vision/fixed/seed0.pt")) is None
+    assert producer(Path("live/text/adaptive_nosig/1x/seed1/result.json")) == "train_ablation@text-adaptive_nosig"
+    assert producer(Path("metrics/text/adaptive_nosig/1x/1.json")) == "evaluate_ablation@text-adaptive_nosig"
+    assert producer(Path("runs/speech/cosine/0.3x/seed0/model.pt")) == "train@speech-cosine"
+    assert producer(Path("params.yaml")) is None
+    assert producer(Path("runs/.resume/vision/fixed/1x/seed0.pt")) is None
 
 
 # ----------------------------------------------------------------------------- data prepare reads
@@ -500,17 +505,19 @@ def _run(
         lr=[1e-3] * len(curve),
         usage={"wall_seconds": 30.0, "cpu_util": 1.0, "peak_rss_mb": 400.0, "gpu_peak_mb": None, "gpu_util": None},
     )
-    files.write_json(asdict(run), root / "live" / "vision" / schedule / f"seed{seed}" / "result.json")
+    files.write_json(asdict(run), root / "live" / "vision" / schedule / "1x" / f"seed{seed}" / "result.json")
     record = EvalRecord.from_run(
         run,
         task="vision",
         schedule=schedule,
         seed=seed,
+        multiplier=1.0,
+        lr=1e-3,
         metric="accuracy",
         test_metric=test_metric,
         test_loss=None if test_metric is None else 1.0,
     )
-    files.write_json(record.to_dict(), root / "metrics" / "vision" / schedule / f"{seed}.json")
+    files.write_json(record.to_dict(), root / "metrics" / "vision" / schedule / "1x" / f"{seed}.json")
 
 
 def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):
@@ -518,6 +525,7 @@ def test_compare_shows_diverged_seeds_and_goes_on(tmp_path):
         profile="default",
         tasks={"vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5)},
         schedules={"fixed": None, "adaptive": None},
+        grid=Grid(multipliers=(1.0,), extra_seeds=()),
     )
     for seed in range(3):
         _run(tmp_path, "fixed", seed, [0.9, 0.6, 0.45], 0.80 + 0.01 * seed, None)
@@ -539,6 +547,7 @@ def test_compare_with_every_seed_of_ours_diverged(tmp_path):
         profile="default",
         tasks={"vision": TaskConfig(task="vision", seeds=(0, 1), target_val_loss=0.5)},
         schedules={"fixed": None, "adaptive": None},
+        grid=Grid(multipliers=(1.0,), extra_seeds=()),
     )
     for seed in range(2):
         _run(tmp_path, "fixed", seed, [0.9, 0.6], 0.8, None)

@@ -31,9 +31,10 @@ def test_repository_params_load_and_resolve_overrides():
         "plateau",
         "greedy",
         "schedulefree",
+        "prodigy",
         "adaptive",
     }
-    assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_norollback", "adaptive_epoch"}
+    assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_epoch"}
     assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (
         0.1,
         0.01,
@@ -216,9 +217,14 @@ def test_full_profile_switches_to_real_sources(tmp_path):
             "tasks.speech.model.conv_norm = 'batch': must be one of group, layer",
         ),
         (
-            lambda r: r["tasks"]["vision"].pop("target_val_loss"),
-            "tasks.vision.target_val_loss: missing; it has no default",
+            lambda r: r["targets"].pop("vision"),
+            "targets.vision: missing; the validation-loss target of task vision",
         ),
+        (lambda r: r["grid"].update(multipliers=[0.3, 3]), r"grid.multipliers = \[0.3, 3.0\]: must include 1"),
+        (lambda r: r["grid"].update(multipliers=[1, -2]), r"grid.multipliers = \[1.0, -2.0\]: each value must be > 0"),
+        (lambda r: r["grid"].update(extra_seeds=[2, 3]), r"grid.extra_seeds = \[2, 3\]: must not repeat a seed"),
+        (lambda r: r["grid"].update(workers=0), "grid.workers = 0: must be >= 1"),
+        (lambda r: r.update(profile="full", profiles={"default": {}}), "profile = 'full': must be one of default"),
         (lambda r: r.update(schedule={}), "schedule: unknown key; known keys: profile, profiles, common"),
         # a section that is not a mapping
         (lambda r: r.update(common=[1]), r"common: expected a mapping, got \[1\]"),

@@ -14,12 +14,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("vision", "text", "speech")
-SCHEDULES = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "adaptive")
-ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_norollback", "adaptive_epoch")
+SCHEDULES = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "prodigy", "adaptive")
+ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_epoch")
 
 # The smallest settings that still train every task for real.
 TINY = {
     "common": {"seeds": [0], "threads": 1, "epochs": 2},
+    "grid": {"multipliers": [1, 3], "extra_seeds": [], "workers": 2},
     "tasks": {
         "vision": {"epochs": 2, "data": {"n_train": 60, "n_test": 30}, "model": {"width": 8}},
         "text": {"epochs": 1, "data": {"n_train": 20, "n_test": 10, "max_length": 12}, "model": {"num_layers": 1}},
@@ -96,13 +97,17 @@ def test_dvc_repro_tiny_profile(tmp_path):
     assert _ran(first) == expected
 
     comparison = json.loads((work / "metrics" / "comparison.json").read_text())
-    assert set(comparison) == set(TASKS)
-    for task, entry in comparison.items():
+    assert set(comparison) == {*TASKS, "profile"}
+    summary = json.loads((work / "metrics" / "summary.json").read_text())
+    assert set(summary) == set(TASKS) and all(set(summary[t]) == set(SCHEDULES) for t in TASKS)
+    for task in TASKS:
+        entry = comparison[task]
         assert entry["metric"] == ("wer" if task == "speech" else "accuracy")
         assert entry["higher_is_better"] is (task != "speech")
         assert set(entry["schedules"]) == set(SCHEDULES)
         for v in entry["schedules"].values():
-            assert v["seeds"] == 1
+            assert v["seeds"] == 1 and set(v["grid"]) == {"1x", "3x"}
+            assert v["tuned"]["multiplier"] in (1.0, 3.0) and v["gap_to_best_tuned"] is not None
             for key in ("test_metric", "best_val_loss", "train_seconds"):
                 assert set(v[key]) >= {"mean", "std"}
             for key in ("epochs_to_target", "seconds_to_target"):
@@ -117,8 +122,9 @@ def test_dvc_repro_tiny_profile(tmp_path):
     for name in ("time_to_target", "overhead"):
         assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
     assert "| schedule" in (work / "metrics" / "comparison.md").read_text()
-    assert (work / "metrics" / "vision" / "adaptive" / "0.json").exists()
-    assert (work / "live" / "text" / "cosine" / "seed0" / "plots" / "metrics" / "val" / "loss.tsv").exists()
+    assert (work / "metrics" / "vision" / "adaptive" / "3x" / "0.json").exists()
+    assert (work / "live" / "text" / "cosine" / "1x" / "seed0" / "plots" / "metrics" / "val" / "loss.tsv").exists()
+    assert (work / "plots" / "curves" / "speech_lr.csv").read_text().startswith("epoch," + ",".join(SCHEDULES))
 
     # nothing changed: nothing runs
     assert _ran(_run(dvc + ["repro"], work)) == set()
@@ -148,15 +154,13 @@ def test_dvc_repro_tiny_profile(tmp_path):
             "--drop",
             ".*",
             "--keep",
-            r"Experiment|.*\.factor$|vision\.schedules\.[a-z]+\.test_metric\.mean$",
+            r"Experiment|.*\.factor$|vision\.[a-z]+\.default$",
         ],
         work,
     )
     header = table.splitlines()[0].split(",")
     assert header[0] == "Experiment" and "schedules.adaptive.factor" in header
-    assert {h for h in header if h.endswith("test_metric.mean")} == {
-        f"vision.schedules.{s}.test_metric.mean" for s in SCHEDULES
-    }
+    assert {h for h in header if h.endswith(".default")} == {f"vision.{s}.default" for s in SCHEDULES}
     log = _run(dvc + ["queue", "logs", names[0]], work)
     # adaptive's knobs are the ablations' knobs too: their cells re-run, no other schedule's
     assert _ran(log) == (
@@ -181,7 +185,7 @@ def test_dvc_repro_tiny_profile(tmp_path):
     data = plots_diff_data(list(names), root=work)
     rows = data["val_loss_vision"]
     assert {r["rev"] for r in rows} == set(names) and {r["schedule"] for r in rows} == set(SCHEDULES)
-    assert sorted({r["step"] for r in rows}) == [1, 2]  # x = epoch
+    assert sorted({r["step"] for r in rows}) == [1, 2] and {r["field"] for r in rows} == {"val_loss"}  # x = epoch
     assert plot_diff_png(data, work / "diff.png").stat().st_size > 20_000
     _run(dvc + ["plots", "diff", *names, "-o", "dvc_plots"], work)
     assert (work / "dvc_plots" / "index.html").exists()

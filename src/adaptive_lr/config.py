@@ -1,9 +1,12 @@
 """Typed, validated settings read once from ``params.yaml``.
 
-``params.yaml`` has five parts: ``profile`` (which block of ``profiles`` is laid
-over the rest), ``common`` (the plan's shared settings), ``tasks`` (per-task
-sources, knobs and overrides of common keys), ``schedules`` (per-schedule
-knobs) and ``ablations`` (adaptive with some knobs changed). :func:`load_params`
+``params.yaml`` has these parts: ``profile`` (which block of ``profiles`` is laid
+over the rest), ``common`` (the reference protocol's shared settings), ``grid``
+(the initial-LR multipliers every schedule runs at, the extra seeds, the worker
+processes), ``tasks`` (per-task sources, knobs and overrides of common keys),
+``targets`` (each task's validation-loss target, read by compare only),
+``schedules`` (per-schedule knobs) and ``ablations`` (adaptive with some knobs
+changed). :func:`load_params`
 merges the profile in, checks every key, type and range, and returns plain
 dataclasses; a bad value raises :class:`ParamsError` with a message that names
 the key.
@@ -78,13 +81,24 @@ class Common:
 
 
 @dataclass(frozen=True)
+class Grid:
+    """The study's grid: every schedule at every multiplier of its base LR, ``common.seeds`` at each point."""
+
+    multipliers: tuple[float, ...] = ranged((0.1, 0.3, 1.0, 3.0, 10.0), gt=0, min_items=1, distinct=True)
+    # more seeds where verdicts are made: at 1x and at each schedule's tuned multiplier (chosen on validation)
+    extra_seeds: tuple[int, ...] = ranged((3, 4), distinct=True)
+    # processes that train a cell's runs side by side (each with common.threads torch threads)
+    workers: int = ranged(2, ge=1)
+
+
+@dataclass(frozen=True)
 class TaskConfig(Common):
     """The resolved settings of one task: common keys, overridden by the task's own."""
 
     task: str = ""
     source: str = ranged("builtin", choices=SOURCES)
     path: str | None = None
-    target_val_loss: float = ranged(0.0, gt=0, required=True)  # 0.0: a placeholder, params.yaml must set it
+    target_val_loss: float = ranged(0.0, gt=0)  # from params.yaml `targets` (compare reads it; training does not)
     data: dict = field(default_factory=dict)  # the keys given under tasks.<task>.data (see the task's data_spec)
     model: dict = field(default_factory=dict)  # the keys given under tasks.<task>.model (its model_spec)
 
@@ -97,6 +111,7 @@ class Params:
     tasks: dict[str, TaskConfig]
     schedules: dict[str, Any]  # typed knobs of every schedule and every ablation, by name
     ablations: tuple[str, ...] = ()  # which names in ``schedules`` are ablations of adaptive
+    grid: Grid = field(default_factory=Grid)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -112,7 +127,9 @@ def _deep_merge(base: dict, over: dict) -> dict:
 # the top-level keys of params.yaml
 _TOP = {
     "profile": Knob("str", "default"),
-    **{key: Knob("mapping", {}) for key in ("profiles", "common", "tasks", "schedules", "ablations")},
+    **{
+        key: Knob("mapping", {}) for key in ("profiles", "common", "grid", "tasks", "targets", "schedules", "ablations")
+    },
 }
 _TASKS = {name: Knob("mapping", {}) for name in TASKS}  # the sections under tasks
 
@@ -139,6 +156,10 @@ def resolve_task(raw: dict, task: str) -> TaskConfig:
     # null under tasks.<task> means "inherit from common" (where the key cannot be null itself)
     own = {k: v for k, v in tasks[task].items() if v is not None or k not in spec or spec[k].nullable}
     values = {**common, **check(f"tasks.{task}", own, spec), "task": task}
+    target = check("targets", raw.get("targets"), {name: Knob("float", gt=0, null=True) for name in TASKS}).get(task)
+    if target is None:
+        raise ParamsError(f"targets.{task}: missing; the validation-loss target of task {task} (a number > 0)")
+    values["target_val_loss"] = target
     values["data"], values["model"] = task_class(task).check_knobs(values.get("data"), values.get("model"))
     cfg = TaskConfig(**values)
     _check_common(f"tasks.{task}", cfg)
@@ -163,9 +184,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     top = check("", raw, _TOP)  # where "": the top-level keys are named alone
     profile = top.get("profile", "default")
     profiles = top.get("profiles") or {}
-    if profile != "default":
-        check_value("profile", profile, Knob("str", choices=("default", *profiles)))
-        raw = _deep_merge(raw, section(f"profiles.{profile}", profiles[profile]))
+    # every profile, `default` included, is a block of `profiles` (dvc.yaml's stages depend on
+    # profiles.<active profile> only, so editing another profile's block re-runs nothing)
+    check_value("profile", profile, Knob("str", choices=tuple(profiles) or ("default",)))
+    if profile not in profiles:
+        raise ParamsError(f"profiles.{profile}: missing; add `{profile}: {{}}` under profiles")
+    raw = _deep_merge(raw, section(f"profiles.{profile}", profiles[profile]))
     try:
         return _validate(raw, profile)
     except ParamsError as exc:
@@ -183,7 +207,16 @@ def _validate(raw: dict, profile: str) -> Params:
     ablations = schedules.validate_ablations(raw.get("ablations"), schedules_raw)
     floors = {f"schedules.{n}": k for n, k in knobs.items()} | {f"ablations.{n}": k for n, k in ablations.items()}
     _check_min_lr(raw, tasks, floors)
-    return Params(profile=profile, tasks=tasks, schedules={**knobs, **ablations}, ablations=tuple(ablations))
+    grid = Grid(**check("grid", raw.get("grid"), spec_of(Grid)))
+    if 1.0 not in grid.multipliers:
+        raise ParamsError(f"grid.multipliers = {list(grid.multipliers)!r}: must include 1 (the default LR)")
+    for task, cfg in tasks.items():
+        if set(grid.extra_seeds) & set(cfg.seeds):
+            raise ParamsError(
+                f"grid.extra_seeds = {list(grid.extra_seeds)!r}: must not repeat a seed of tasks.{task} "
+                f"({list(cfg.seeds)!r})"
+            )
+    return Params(profile=profile, tasks=tasks, schedules={**knobs, **ablations}, ablations=tuple(ablations), grid=grid)
 
 
 def _check_min_lr(raw: dict, tasks: dict[str, TaskConfig], knobs: dict[str, Any]) -> None:

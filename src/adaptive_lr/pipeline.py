@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from adaptive_lr import distributed
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.errors import DataError
-from adaptive_lr.files import remove_leftovers, write_json
-from adaptive_lr.records import EvalRecord, RunResult
+from adaptive_lr.files import write_json
+from adaptive_lr.grid import DEFAULT, mult_dir, runs_of, select_tuned
+from adaptive_lr.records import EvalRecord, RunResult, read_json_object
+from adaptive_lr.scheduler import load_changing_state
 from adaptive_lr.tasks import get_task
 from adaptive_lr.train import evaluate, resolve_device, train_one
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
-RESUME = ".resume"  # runs/.resume/<task>/<schedule>/seed<k>.pt: state of an unfinished train stage
+RESUME = ".resume"  # runs/.resume/<task>/<schedule>/<mult>x/seed<k>.pt: the state of a run (kept once finished)
+GRID_FILE = "grid.json"  # live/<task>/<schedule>/grid.json: the cell's runs and its tuned multiplier
 
 
 def log(msg: str) -> None:
@@ -95,46 +102,149 @@ def prepare(params: Params, task: str, root: Path = Path(".")) -> dict[str, int]
     return sizes
 
 
-def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[dict]:
-    """Train one task x schedule cell for every seed; checkpoints under runs/, curves under live/.
+@dataclass(frozen=True)
+class RunJob:
+    """One training run of a cell: the task's settings at one LR multiplier, one seed."""
 
-    Under torchrun every rank runs this; only rank 0 clears and writes the outputs.
+    task: str
+    schedule: str
+    cfg: TaskConfig  # lr already times the multiplier
+    knobs: Any
+    multiplier: float
+    seed: int
+    root: Path
+
+    @property
+    def where(self) -> str:
+        return f"{self.task}/{self.schedule}/{mult_dir(self.multiplier)}"
+
+    def dirs(self) -> tuple[Path, Path, Path]:
+        """Checkpoint folder, dvclive folder, resume state of the run."""
+        rel = Path(self.task) / self.schedule / mult_dir(self.multiplier)
+        return (
+            self.root / RUNS / rel / f"seed{self.seed}",
+            self.root / LIVE / rel / f"seed{self.seed}",
+            self.root / RUNS / RESUME / rel / f"seed{self.seed}.pt",
+        )
+
+
+def run_job(job: RunJob) -> RunResult:
+    """Train one run (or rewrite the outputs of a finished one from its kept state: no training)."""
+    _threads(job.cfg)
+    run_dir, live_dir, resume_path = job.dirs()
+    if distributed.is_main():
+        for d in (run_dir, live_dir):
+            shutil.rmtree(d, ignore_errors=True)
+    return train_one(
+        get_task(job.task, job.cfg),
+        job.cfg,
+        job.schedule,
+        job.knobs,
+        job.seed,
+        job.root / DATA / job.task,
+        run_dir,
+        live_dir,
+        log,
+        resume_path=resume_path,
+        multiplier=job.multiplier,
+    )
+
+
+def _start_worker(src: str) -> None:
+    sys.path.insert(0, src)  # the library of this tree, as stages/*.py import it
+
+
+def run_jobs(jobs: list[RunJob], workers: int, tag: str) -> dict[tuple[float, int], RunResult]:
+    """Train ``jobs`` in ``workers`` processes side by side (one: in this process), in the order given.
+
+    Each run is the same whichever process trains it (its own seeds, ``common.threads`` threads),
+    so the results do not depend on ``workers``.
+    """
+    out: dict[tuple[float, int], RunResult] = {}
+
+    def done(job: RunJob, r: RunResult) -> None:
+        out[(job.multiplier, job.seed)] = r
+        if distributed.is_main():
+            log(
+                f"[train {job.where} seed {job.seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
+                f"{r.epochs_run} epochs, {r.usage.get('wall_seconds', 0.0):.1f}s ({len(out)}/{len(jobs)} of {tag})"
+            )
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            done(job, run_job(job))
+        return out
+    src = str(Path(__file__).resolve().parents[1])
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
+    with ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=ctx, initializer=_start_worker, initargs=(src,)
+    ) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return out
+
+
+def cell_multipliers(params: Params, schedule: str) -> tuple[float, ...]:
+    """The multipliers a cell trains at: the grid's; an ablation of adaptive at 1x only."""
+    return (DEFAULT,) if schedule in params.ablations else params.grid.multipliers
+
+
+def base_lr(cfg: TaskConfig, knobs: Any) -> float:
+    """The LR the multipliers multiply: the task's, or the schedule's own (Prodigy's lr 1.0)."""
+    return float(getattr(knobs, "lr", cfg.lr))
+
+
+def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> dict[tuple[float, int], RunResult]:
+    """Train one task x schedule cell over the grid; checkpoints under runs/, curves under live/.
+
+    First ``common.seeds`` at every multiplier and ``grid.extra_seeds`` at 1x; then the tuned
+    multiplier (lowest mean best validation loss over ``common.seeds``: :func:`grid.select_tuned`)
+    gets ``grid.extra_seeds`` too. ``live/<task>/<schedule>/grid.json`` records the runs and the tuned
+    point. A finished run's state is kept under runs/.resume (outside the stage's outputs), so a
+    re-run after adding a seed or a multiplier trains only the new runs and rewrites the others.
+    Under torchrun every rank runs this (the runs one after another); only rank 0 writes the outputs.
     """
     cfg = cell_config(params, task, schedule)
-    _threads(cfg)
-    t = get_task(task, cfg)
-    main = distributed.is_main()
-    results = []
-    # per-epoch resume states, outside the stage's outputs (DVC deletes those before re-running a stage);
-    # kept until every seed of the cell is done, so a killed stage, run again, continues where it was
-    resume_dir = root / RUNS / RESUME / task / schedule
-    for seed in cfg.seeds:
-        run_dir = root / RUNS / task / schedule / f"seed{seed}"
-        live_dir = root / LIVE / task / schedule / f"seed{seed}"
-        for d in (run_dir, live_dir) if main else ():
-            shutil.rmtree(d, ignore_errors=True)
-        r = train_one(
-            t,
-            cfg,
-            schedule,
-            params.schedules[schedule],
-            seed,
-            root / DATA / task,
-            run_dir,
-            live_dir,
-            log,
-            resume_path=resume_dir / f"seed{seed}.pt",
+    knobs = params.schedules[schedule]
+    mults = cell_multipliers(params, schedule)
+    workers = params.grid.workers if cfg.nproc == 1 else 1
+
+    def jobs(pairs) -> list[RunJob]:
+        return [RunJob(task, schedule, replace(cfg, lr=cfg.lr * m), knobs, m, seed, root) for m, seed in pairs]
+
+    tag = f"{task}/{schedule}"
+    first = runs_of(mults, cfg.seeds, params.grid.extra_seeds, None)
+    log(f"[train {tag}] {len(first)} runs at {', '.join(map(mult_dir, mults))} ({workers} worker(s))")
+    results = run_jobs(jobs(first), workers, tag)
+    tuned = select_tuned({m: [results[(m, s)].best_val_loss for s in cfg.seeds] for m in mults})
+    more = [pair for pair in runs_of(mults, cfg.seeds, params.grid.extra_seeds, tuned) if pair not in results]
+    if more:
+        log(f"[train {tag}] tuned on validation: {mult_dir(tuned)}; {len(more)} more seed(s) there")
+        results |= run_jobs(jobs(more), workers, tag)
+    distributed.world_from_env().barrier()
+    if distributed.is_main():
+        runs = [[m, s] for m, s in results]
+        write_json(
+            {"base_lr": base_lr(cfg, knobs), "multipliers": list(mults), "tuned": tuned, "runs": runs},
+            root / LIVE / task / schedule / GRID_FILE,
         )
-        if main:
-            log(
-                f"[train {task}/{schedule} seed {seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
-                f"{r.epochs_run} epochs, {r.usage['wall_seconds']:.1f}s"
-            )
-        results.append(r)
-    distributed.world_from_env().barrier()  # every rank has saved its last state before rank 0 deletes them
-    if main:
-        shutil.rmtree(resume_dir, ignore_errors=True)
+        _remove_other_runs(root, task, schedule, {(mult_dir(m), f"seed{s}") for m, s in results})
     return results
+
+
+def _remove_other_runs(root: Path, task: str, schedule: str, keep: set[tuple[str, str]]) -> None:
+    """Delete run folders of the cell that are not in the current grid (a multiplier or seed taken out)."""
+    for top in (RUNS, LIVE):
+        cell = root / top / task / schedule
+        for d in cell.glob("*x/seed*"):
+            if (d.parent.name, d.name) not in keep:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
@@ -159,18 +269,30 @@ def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
 
 
 def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[EvalRecord]:
-    """Test-split metrics of each seed's best checkpoint into metrics/<task>/<schedule>/<seed>.json."""
+    """Test-split metrics of each run's best checkpoint into metrics/<task>/<schedule>/<mult>x/<seed>.json.
+
+    The runs are the ones the train stage recorded in live/<task>/<schedule>/grid.json.
+    """
     cfg = cell_config(params, task, schedule)
     _threads(cfg)
     t = get_task(task, cfg)
     device = resolve_device(cfg.device)
     test = t.load(root / DATA / task, "test")
     stage = producer(RUNS / task / schedule)
-    remove_leftovers(root / METRICS / task / schedule)
+    cell = read_json_object(root / LIVE / task / schedule / GRID_FILE, stage)
+    try:
+        runs = [(float(m), int(seed)) for m, seed in cell["runs"]]
+        base = float(cell["base_lr"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{root / LIVE / task / schedule / GRID_FILE}: not a grid record ({exc}); run `dvc repro -f {stage}`"
+        ) from exc
+    shutil.rmtree(root / METRICS / task / schedule, ignore_errors=True)  # other runs' files, leftovers
     out = []
-    for seed in cfg.seeds:
-        ckpt_path = root / RUNS / task / schedule / f"seed{seed}" / "model.pt"
-        train = RunResult.from_json(root / LIVE / task / schedule / f"seed{seed}" / "result.json", stage)
+    for m, seed in runs:
+        rel = Path(task) / schedule / mult_dir(m)
+        ckpt_path = root / RUNS / rel / f"seed{seed}" / "model.pt"
+        train = RunResult.from_json(root / LIVE / rel / f"seed{seed}" / "result.json", stage)
         if train.best_epoch and not ckpt_path.exists():
             raise DataError(
                 f"{ckpt_path}: missing (the run has a best epoch, {train.best_epoch}); run `dvc repro {stage}`"
@@ -181,7 +303,7 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
             torch.manual_seed(seed)
             model = t.build_model()
             try:
-                model.load_state_dict(torch.load(ckpt_path, weights_only=False)["model"])
+                load_changing_state(model, torch.load(ckpt_path, weights_only=False)["model"])
             except Exception as exc:  # truncated, foreign, or from another model size
                 why = " ".join(str(exc).split())[:200]
                 raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
@@ -196,12 +318,14 @@ def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".
                 "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9),
                 "test_samples": ev.n_samples,
             }
-        record = EvalRecord.from_run(train, task=task, schedule=schedule, seed=seed, metric=t.metric, **tested)
-        write_json(record.to_dict(), root / METRICS / task / schedule / f"{seed}.json")
-        m, loss = record.test_metric, record.test_loss
+        record = EvalRecord.from_run(
+            train, task=task, schedule=schedule, seed=seed, multiplier=m, lr=base * m, metric=t.metric, **tested
+        )
+        write_json(record.to_dict(), root / METRICS / rel / f"{seed}.json")
+        value, loss = record.test_metric, record.test_loss
         log(
-            f"[evaluate {task}/{schedule} seed {seed}] test/{t.metric} {m if m is None else round(m, 4)} "
-            f"test/loss {loss if loss is None else round(loss, 4)}"
+            f"[evaluate {task}/{schedule}/{mult_dir(m)} seed {seed}] test/{t.metric} "
+            f"{value if value is None else round(value, 4)} test/loss {loss if loss is None else round(loss, 4)}"
         )
         out.append(record)
     return out

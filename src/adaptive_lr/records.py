@@ -1,8 +1,9 @@
 """The run records the stages hand each other, in one place.
 
-``RunResult`` is what a training run writes to ``live/<task>/<schedule>/seed<k>/result.json``
+``RunResult`` is what a training run writes to ``live/<task>/<schedule>/<mult>x/seed<k>/result.json``
 and what evaluation and comparison read back. ``EvalRecord`` is what evaluation writes to
-``metrics/<task>/<schedule>/<seed>.json`` and comparison reads back. Both are read with
+``metrics/<task>/<schedule>/<mult>x/<seed>.json`` and comparison reads back (``<mult>x``: the
+initial-LR multiplier's folder, :func:`adaptive_lr.grid.mult_dir`). Both are read with
 ``from_json(path, stage)``: a file that is missing, unreadable, not a JSON object or short of a
 field raises :class:`DataError` naming the file and the DVC stage that writes it.
 """
@@ -91,7 +92,7 @@ class RunResult(_Record):
 
 @dataclass(kw_only=True)
 class EvalRecord(_Record):
-    """What evaluation writes for one seed of a task x schedule cell, in the order of the file.
+    """What evaluation writes for one run (a seed at a multiplier) of a task x schedule cell, in the order of the file.
 
     The file also holds ``test_<metric>`` (``test_accuracy``, ``test_wer``) right after
     ``test_metric``, with the same value; see :meth:`to_dict`.
@@ -100,6 +101,8 @@ class EvalRecord(_Record):
     task: str
     schedule: str
     seed: int
+    multiplier: float  # the initial LR as a multiple of the schedule's base LR (the grid point; 1.0 = default)
+    lr: float  # the initial LR used: base LR x multiplier (the task's LR; prodigy's own base, 1.0)
     metric: str  # the task's metric: "accuracy" or "wer"
     # on the test split; None when the run diverged before any finite validation loss (no checkpoint)
     test_loss: float | None
@@ -128,7 +131,8 @@ class EvalRecord(_Record):
 
     @classmethod
     def from_run(cls, run: RunResult, **given: Any) -> EvalRecord:
-        """The record of ``run``: ``given`` holds who ran (task, schedule, seed, metric) and the test figures."""
+        """The record of ``run``: ``given`` holds who ran (task, schedule, seed, multiplier, lr, metric) and the test
+        figures."""
         usage = run.usage
         return cls(
             **given,

@@ -3,8 +3,8 @@
 ``python -m adaptive_lr.report plots-diff [REV ...] [-o PNG]``
     The offline rendering of ``dvc plots diff REV ...``: DVC's own plot data (the
     top-level ``plots:`` of dvc.yaml, any git revision or experiment name) drawn with
-    matplotlib, one panel per plot, mean over seeds per schedule, one line style per
-    revision. DVC's HTML needs a CDN to draw; this PNG does not.
+    matplotlib, one panel per plot (each schedule at its tuned LR, mean over seeds, as compare
+    writes it), one line style per revision. DVC's HTML needs a CDN to draw; this PNG does not.
 
 ``python -m adaptive_lr.report sweep EXP ... [-o JSON]``
     The initial-LR sweep in one table: every schedule's mean test metric in the workspace
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -31,11 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_lr.compare import OURS, format_number, headline, pyplot, save_png
+from adaptive_lr.compare import OURS, format_number, headline, pyplot, save_png, tasks_of
 
 DVC = [sys.executable, "-m", "dvc"]  # the dvc of this environment
-META_FIELDS = {"step", "rev", "filename", "field"}
-RUN_PATH = re.compile(r"(?:^|/)(?P<schedule>[^/]+)/seed(?P<seed>\d+)/")
 
 
 class ReportError(RuntimeError):
@@ -53,7 +50,7 @@ def _cmd(args: list[str], cwd: Path) -> str:
 
 
 def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Path = Path(".")) -> dict[str, list[dict]]:
-    """The rows DVC draws for ``dvc plots diff``: plot id -> rows with step, value, rev, schedule, seed."""
+    """The rows DVC draws for ``dvc plots diff``: plot id -> rows with step (epoch), value, rev, schedule, field."""
     cmd = DVC + ["plots", "diff", *revs, "--json"]
     if targets:
         cmd += ["--targets", *targets]
@@ -66,19 +63,18 @@ def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Pat
         for item in items:
             if item.get("type") != "vega":
                 continue
+            # compare's curves (plots/curves/<task>_<series>.csv): one y field per schedule, the value DVC drew
             for row in item["content"]["data"]["values"]:
-                fields = [k for k in row if k not in META_FIELDS and not k.startswith("dvc_")]
-                m = RUN_PATH.search(row.get("filename", ""))
-                if not fields or m is None:
-                    continue
+                value = row.get("dvc_inferred_y_value")
+                if row.get("field") is None or value in (None, ""):
+                    continue  # an epoch after the run stopped early
                 rows.append(
                     {
                         "rev": row["rev"],
-                        "schedule": m["schedule"],
-                        "seed": int(m["seed"]),
-                        "field": fields[0],
-                        "step": int(float(row["step"])),
-                        "value": float(row[fields[0]]),
+                        "schedule": row["field"],
+                        "field": plot_id.rsplit("_", 1)[0],
+                        "step": int(float(row["epoch"])),
+                        "value": float(value),
                     }
                 )
         if rows:
@@ -87,7 +83,7 @@ def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Pat
 
 
 def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
-    """One panel per plot id; colour = schedule, line style = revision; mean over seeds."""
+    """One panel per plot id; colour = schedule, line style = revision."""
     if not plots:
         raise ReportError(
             "dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?"
@@ -134,7 +130,7 @@ def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
         Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=rev) for i, rev in enumerate(revs)
     ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8)
-    fig.suptitle("dvc plots diff " + " vs ".join(revs) + " (mean over seeds)")
+    fig.suptitle("dvc plots diff " + " vs ".join(revs) + " (each schedule at its tuned LR, mean over seeds)")
     fig.tight_layout(rect=(0, 0.06 * (2 / (rows_n + 1)), 1, 1))
     return save_png(fig, out)
 
@@ -232,7 +228,7 @@ def sweep(names: list[str], root: Path = Path(".")) -> dict:
     out: dict = {"runs": {}, "tasks": {}}
     for label, (comparison_text, params_text, rev) in runs.items():
         out["runs"][label] = {"rev": rev, "lr": _lrs_at(params_text)}
-        for task, entry in json.loads(comparison_text).items():
+        for task, entry in tasks_of(json.loads(comparison_text)).items():
             t = out["tasks"].setdefault(
                 task, {"metric": entry["metric"], "higher_is_better": entry["higher_is_better"], "schedules": {}}
             )

@@ -8,6 +8,7 @@ key) or one that cannot be read is removed, and the run starts afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -25,9 +26,13 @@ from adaptive_lr.files import save_torch
 PACKAGE = Path(__file__).resolve().parent
 
 
-def run_key(task_name: str, cfg: Any, schedule_name: str, knobs: Any, seed: int, data_dir: Path) -> str:
-    """What a saved run state must match to be continued: settings, knobs, seed, data files and our code."""
-    h = hashlib.sha256(repr((task_name, cfg, schedule_name, knobs, seed, torch.__version__)).encode())
+def run_key(
+    task_name: str, cfg: Any, schedule_name: str, knobs: Any, seed: int, data_dir: Path, multiplier: float = 1.0
+) -> str:
+    """What a saved run state must match to be continued: settings, knobs, seed, LR multiplier, data files and
+    our code. The task's validation-loss target is left out: training does not read it."""
+    cfg = dataclasses.replace(cfg, target_val_loss=0.0) if hasattr(cfg, "target_val_loss") else cfg
+    h = hashlib.sha256(repr((task_name, cfg, schedule_name, knobs, seed, multiplier, torch.__version__)).encode())
     for path in sorted(Path(data_dir).rglob("*")) + sorted(PACKAGE.rglob("*.py")):
         if path.is_file():
             h.update(path.name.encode())

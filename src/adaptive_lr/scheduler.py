@@ -244,7 +244,8 @@ class BestState:
 
     Give its :meth:`restore` to :class:`AdaptiveLR` as ``restore_fn`` and call :meth:`update` with
     every validation loss (before ``step``): a divergence then returns to the best state instead of
-    wasting the run. The copy lives on the CPU (about three times the model's size with Adam).
+    wasting the run. The copy lives on the CPU (about three times the model's size with Adam). Frozen
+    parameters (``requires_grad`` False, e.g. pretrained embeddings) never change: they are not copied.
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -272,14 +273,27 @@ class BestState:
         if not (math.isfinite(loss) and loss < self.loss):
             return False
         self.loss = loss
-        self.state = {
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-        }
+        self.state = {"model": changing_state(self.model), "optimizer": copy.deepcopy(self.optimizer.state_dict())}
         return True
 
     def restore(self) -> None:
         """Load the kept weights and optimizer state back (nothing to do before the first :meth:`update`)."""
         if self.state is not None:
-            self.model.load_state_dict(self.state["model"])
+            load_changing_state(self.model, self.state["model"])
             self.optimizer.load_state_dict(self.state["optimizer"])
+
+
+def changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state without its frozen parameters (those that never change)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_changing_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`changing_state` kept; every key it lacks must be a frozen parameter of ``model``."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(
+            f"state does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, unexpected {unexpected[:5]}"
+        )

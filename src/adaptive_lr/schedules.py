@@ -7,8 +7,9 @@ A new schedule is one ``Knobs`` dataclass and one builder in :data:`REGISTRY`.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ class Schedule:
         probe_size: fraction of the validation batches (the first ones, always the same) a probe evaluates.
         probe_budget: the in-epoch probes may cost at most this share of the training, counted in forward
             passes (a training step ~ 3 forward passes of a batch; see train.probes_per_epoch).
+        bn_batches: Schedule-Free only: before each evaluation, recompute the BatchNorm statistics for the
+            averaged weights from up to this many training batches (:meth:`recalibrate`); 0 = never.
     """
 
     optimizer: torch.optim.Optimizer
@@ -45,6 +48,7 @@ class Schedule:
     probes: int = 0
     probe_size: float = 1.0
     probe_budget: float = 0.0
+    bn_batches: int = 0
 
     def after_batch(self) -> None:
         if self.on == "batch":
@@ -79,9 +83,57 @@ class Schedule:
         if hasattr(self.optimizer, "eval"):
             self.optimizer.eval()
 
+    def needs_recalibration(self, model: torch.nn.Module) -> bool:
+        """Whether :meth:`recalibrate` does anything for ``model``: a Schedule-Free schedule with
+        ``bn_batches`` > 0, and a model with BatchNorm layers that keep running statistics."""
+        return self.bn_batches > 0 and bool(_running_norms(model))
+
+    def recalibrate(self, model: torch.nn.Module, forward_batches: Iterable[Callable[[], Any]]) -> int:
+        """Recompute ``model``'s BatchNorm running statistics for the weights it is evaluated on.
+
+        Schedule-Free evaluates the averaged weights (:meth:`eval_mode`), but the BatchNorm running
+        statistics were gathered along the training sequence; the package's README asks for a few forward
+        passes in train mode with the optimizer in eval mode before every evaluation. Here: the optimizer
+        goes to eval mode (the averaged weights; it stays there), every BatchNorm layer's statistics are
+        reset and re-estimated as the plain average over up to ``bn_batches`` calls of ``forward_batches``
+        (each runs the model forward on one training batch; under no_grad, model in train mode), then the
+        layers' momentum and the model's train/eval mode are restored. Without a Schedule-Free schedule,
+        ``bn_batches`` > 0 or BatchNorm in ``model``, nothing happens (not even a call).
+
+        Returns the number of batches run (0 when nothing happened).
+        """
+        if not self.needs_recalibration(model):
+            return 0
+        norms = _running_norms(model)
+        self.eval_mode()
+        momenta = [m.momentum for m in norms]
+        was_training = model.training
+        n = 0
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average over the pass, not an exponential one
+            model.train()
+            with torch.no_grad():
+                for forward in itertools.islice(forward_batches, self.bn_batches):
+                    forward()
+                    n += 1
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            model.train(was_training)
+        return n
+
     @property
     def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
+        """The LR the optimizer steps with; for Prodigy ``d * lr`` (its estimate times its lr), the step size
+        an Adam with the same moments would take."""
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) * float(group.get("d", 1.0)) if self.prodigy else float(group["lr"])
+
+    @property
+    def prodigy(self) -> bool:
+        return type(self.optimizer).__name__ == "Prodigy"
 
     def state_dict(self) -> dict:
         return {
@@ -95,14 +147,22 @@ class Schedule:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
+def _running_norms(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics (the ones evaluation uses)."""
+    return [
+        m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
 @dataclass(frozen=True)
 class Context:
     """What a builder may know about the run."""
 
-    lr: float
+    lr: float  # the task's initial LR, already times ``multiplier``
     weight_decay: float
     epochs: int
     steps_per_epoch: int
+    multiplier: float = 1.0  # the run's LR multiplier (of the grid); Prodigy applies it to its own lr
 
 
 # knobs ------------------------------------------------------------------------
@@ -143,14 +203,24 @@ class PlateauKnobs:
 
 @dataclass(frozen=True)
 class GreedyKnobs:
-    """transformers' GreedyLR on the validation loss: raises and lowers the LR."""
+    """transformers' GreedyLR on the validation loss: raises and lowers the LR.
 
-    factor: float = ranged(0.5, **FACTOR)
-    threshold: float = ranged(0.01, ge=0)
+    Every argument of ``GreedyLR.__init__`` that changes what it does is a knob here (``mode`` is "min":
+    a loss; ``verbose`` only prints). Values: the GreedyLR authors' settings (params.yaml says which).
+    """
+
+    factor: float = ranged(0.9, **FACTOR)  # LR x factor on a plateau, / factor after improvements
+    patience: int = ranged(2, ge=1)  # act at the patience-th good (bad) validation in a row
+    threshold: float = ranged(1e-6, ge=0)  # the improvement that counts (see threshold_mode)
+    threshold_mode: str = ranged("abs", choices=("abs", "rel"))  # abs: best - threshold; rel: best * (1 - t)
+    cooldown: int = ranged(0, ge=0)  # validations ignored after a cut
+    warmup: int = ranged(0, ge=0)  # validations ignored after a raise
     min_lr: float = ranged(1e-6, ge=0)
     max_lr_ratio: float = ranged(10.0, ge=1)  # max LR as a multiple of the initial LR
-    patience: int = ranged(1, ge=1)
-    smooth: bool = False
+    eps: float = ranged(1e-8, ge=0)  # a change of the LR smaller than this is not made
+    smooth: bool = False  # streaming average of the validation loss
+    window_size: int = ranged(50, ge=1)  # validations in that average (when smooth)
+    reset_start: int = ranged(500, ge=1)  # cuts at min_lr before GreedyLR resets to its initial state
 
 
 @dataclass(frozen=True)
@@ -159,6 +229,33 @@ class ScheduleFreeKnobs:
 
     warmup: float = ranged(0.05, ge=0, lt=1)  # fraction of all steps
     beta1: float = ranged(0.9, ge=0, lt=1)
+    # BatchNorm statistics recomputed for the averaged weights before each evaluation (Schedule.recalibrate)
+    bn_batches: int = ranged(50, ge=0, hint="0 = off")
+
+
+@dataclass(frozen=True)
+class ProdigyKnobs:
+    """Prodigy (prodigyopt): Adam whose step size D is estimated on the fly, with cosine annealing.
+
+    Every argument of ``Prodigy.__init__`` that changes what it does is a knob here (``fsdp_in_use`` only
+    matters for sharded parameters; the lab does not shard them). ``lr`` is Prodigy's own base LR: the
+    run's LR multiplier multiplies it (not the task's Adam LR), and the weight decay is the task's.
+    No ``min_lr``: the cosine goes to 0, and the task's LR is not Prodigy's.
+    """
+
+    lr: float = ranged(1.0, gt=0)
+    d_coef: float = ranged(1.0, gt=0)
+    beta1: float = ranged(0.9, ge=0, lt=1)
+    beta2: float = ranged(0.999, ge=0, lt=1)
+    beta3: float | None = ranged(None, ge=0, lt=1, hint="null = sqrt(beta2)")
+    eps: float = ranged(1e-8, gt=0)
+    decouple: bool = True  # AdamW-style weight decay
+    use_bias_correction: bool = False
+    safeguard_warmup: bool = False
+    d0: float = ranged(1e-6, gt=0)
+    growth_rate: float | None = ranged(None, ge=1, hint="null = unbounded")
+    slice_p: int = ranged(1, ge=1)  # D estimated on every slice_p-th entry of each tensor (1 = exact)
+    cosine: bool = True  # cosine annealing of lr to 0, per batch, over the epoch budget
 
 
 @dataclass(frozen=True)
@@ -240,10 +337,16 @@ def _greedy(params, k: GreedyKnobs, ctx: Context) -> Schedule:
         factor=k.factor,
         patience=k.patience - 1,
         threshold=k.threshold,
-        threshold_mode="rel",
+        threshold_mode=k.threshold_mode,
+        cooldown=k.cooldown,
+        warmup=k.warmup,
         min_lr=k.min_lr,
         max_lr=k.max_lr_ratio * ctx.lr,
+        eps=k.eps,
+        verbose=False,
         smooth=k.smooth,
+        window_size=k.window_size,
+        reset_start=k.reset_start,
     )
     return Schedule(opt, sched, on="val")
 
@@ -255,7 +358,33 @@ def _schedulefree(params, k: ScheduleFreeKnobs, ctx: Context) -> Schedule:
     opt = schedulefree.AdamWScheduleFree(
         params, lr=ctx.lr, betas=(k.beta1, 0.999), weight_decay=ctx.weight_decay, warmup_steps=warmup
     )
-    return Schedule(opt)
+    return Schedule(opt, bn_batches=k.bn_batches)
+
+
+def _prodigy(params, k: ProdigyKnobs, ctx: Context) -> Schedule:
+    Prodigy = _extra("prodigyopt", "prodigy", "lab").Prodigy
+
+    opt = Prodigy(
+        params,
+        lr=k.lr * ctx.multiplier,
+        betas=(k.beta1, k.beta2),
+        beta3=k.beta3,
+        eps=k.eps,
+        weight_decay=ctx.weight_decay,
+        decouple=k.decouple,
+        use_bias_correction=k.use_bias_correction,
+        safeguard_warmup=k.safeguard_warmup,
+        d0=k.d0,
+        d_coef=k.d_coef,
+        growth_rate=math.inf if k.growth_rate is None else k.growth_rate,
+        fsdp_in_use=False,
+        slice_p=k.slice_p,
+    )
+    if not k.cosine:
+        return Schedule(opt)
+    # the authors' rule of thumb: T_max = every scheduler.step() of the run, no restarts
+    total = ctx.epochs * ctx.steps_per_epoch
+    return Schedule(opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=0.0), on="batch")
 
 
 def _adaptive(params, k: AdaptiveKnobs, ctx: Context) -> Schedule:
@@ -294,6 +423,7 @@ REGISTRY: dict[str, tuple[type, Callable[..., Schedule]]] = {
     "plateau": (PlateauKnobs, _plateau),
     "greedy": (GreedyKnobs, _greedy),
     "schedulefree": (ScheduleFreeKnobs, _schedulefree),
+    "prodigy": (ProdigyKnobs, _prodigy),
     "adaptive": (AdaptiveKnobs, _adaptive),
 }
 

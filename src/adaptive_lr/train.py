@@ -28,7 +28,7 @@ from adaptive_lr.distributed import NullLive
 from adaptive_lr.files import save_torch, write_json
 from adaptive_lr.records import RunResult
 from adaptive_lr.resume import Checkpointer, rng_state, run_key, set_rng_state
-from adaptive_lr.scheduler import BestState
+from adaptive_lr.scheduler import BestState, changing_state, load_changing_state
 from adaptive_lr.tasks.base import Task, to_device
 from adaptive_lr.usage import UsageMeter, combine_usage
 
@@ -191,9 +191,19 @@ class RunState:
             self.result.lr_trace.append([round(position, 4), self.schedule.lr])
 
     def state_dict(self, done: bool, usage: dict) -> dict:
+        if done:  # a finished run only rewrites its outputs (write_outputs): its best state and its record
+            best = {"model": self.best.state["model"]} if self.best.state is not None else None
+            return {
+                "done": True,
+                "best_loss": self.best.loss,
+                "best_state": best,
+                "result": asdict(self.result),
+                "rows": self.rows,
+                "usage": usage,
+            }
         return {
             "done": done,
-            "model": self.model.state_dict(),
+            "model": changing_state(self.model),
             "schedule": self.schedule.state_dict(),
             "best_loss": self.best.loss,
             "best_state": self.best.state,
@@ -204,12 +214,13 @@ class RunState:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.schedule.load_state_dict(state["schedule"])
         self.best.loss, self.best.state = state["best_loss"], state["best_state"]
         self.result = RunResult(**state["result"])
         self.rows, self.done, self.usage = state["rows"], state["done"], state["usage"]
-        set_rng_state(state["rng"], *self.generators)
+        if not self.done:
+            load_changing_state(self.model, state["model"])
+            self.schedule.load_state_dict(state["schedule"])
+            set_rng_state(state["rng"], *self.generators)
 
 
 class Run:
@@ -224,17 +235,19 @@ class Run:
         seed: int,
         data_dir: Path,
         world: distributed.World,
+        multiplier: float = 1.0,
     ):
         self.task, self.cfg, self.world = task, cfg, world
         generator = seed_everything(seed)
         val_generator = torch.Generator().manual_seed(seed)
         train_set, val_set = task.load(data_dir, "train"), task.load(data_dir, "val")
+        self.train_set = train_set
         self.train_batches = world.shard(task.batches(train_set, cfg.batch_size, True, generator), train=True)
         self.val_batches = world.shard(task.batches(val_set, cfg.batch_size, False, val_generator), train=False)
         model = task.build_model().to(world.device)
         self.train_model = world.wrap(model, seed)  # DDP under torchrun; evaluation uses the model itself
         self.steps_per_epoch = len(self.train_batches)
-        ctx = schedules.Context(cfg.lr, cfg.weight_decay, cfg.epochs, self.steps_per_epoch)
+        ctx = schedules.Context(cfg.lr, cfg.weight_decay, cfg.epochs, self.steps_per_epoch, multiplier=multiplier)
         schedule = schedules.build(knobs, model.parameters(), ctx)
         best = BestState(model, schedule.optimizer)
         schedule.bind_rollback(best.restore)
@@ -261,6 +274,17 @@ class Run:
         """The epoch's progress line: losses, metric, the LR it ran at -> the LR for the next, seconds."""
         losses = " ".join(f"{k} {row[k]:.4f}" for k in list(row)[:3])
         return f"{losses} lr {row['lr']:.2e}->{self.state.schedule.lr:.2e} {sum(timers.seconds.values()):.1f}s"
+
+    def recalibrate(self) -> None:
+        """BatchNorm statistics recomputed for the weights about to be evaluated, where the schedule needs it
+        (Schedule-Free's averaged weights); the training batches in a fixed order, drawn from no run generator."""
+        s, device = self.state, self.world.device
+        if s.schedule.needs_recalibration(s.model):
+            fixed = self.task.batches(self.train_set, self.cfg.batch_size, False, torch.Generator().manual_seed(0))
+            with autocast_for(device, self.cfg.amp):
+                s.schedule.recalibrate(
+                    s.model, (lambda b=b: self.task.loss(s.model, to_device(b, device)) for b in fixed)
+                )
 
     def evaluate(self, batches) -> Evaluation:
         return evaluate(self.task, self.state.model, batches, self.world.device, self.cfg.amp, self.world)
@@ -293,6 +317,7 @@ class Run:
             if self.plan.due(epoch, n_batches):
                 with timers("probe"):
                     s.schedule.eval_mode()
+                    self.recalibrate()
                     probe = self.evaluate(self.plan.batches)
                     s.model.train()
                     s.schedule.train_mode()
@@ -350,8 +375,12 @@ def train_one(
     live_dir: Path,
     log: Callable[[str], None] = print,
     resume_path: Path | None = None,
+    multiplier: float = 1.0,
 ) -> RunResult:
     """Train ``task`` with ``schedule_name`` for one seed.
+
+    ``cfg.lr`` is the initial LR of this run (the task's base LR times ``multiplier``); a schedule
+    with its own base LR (Prodigy's lr 1.0) multiplies that by ``multiplier`` instead.
 
     Writes the best checkpoint to ``run_dir/model.pt``, and the dvclive curves (step = epoch)
     and ``result.json`` (a :class:`RunResult`) to ``live_dir``. Under torchrun every rank trains its
@@ -370,9 +399,9 @@ def train_one(
     gc.collect()
     world = distributed.setup(resolve_device(cfg.device))  # a single process unless under torchrun
     log = log if world.is_main else (lambda msg: None)
-    run = Run(task, cfg, schedule_name, knobs, seed, data_dir, world)
-    s, tag = run.state, f"[{task.name}/{schedule_name} seed {seed}]"
-    key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir)
+    run = Run(task, cfg, schedule_name, knobs, seed, data_dir, world, multiplier)
+    s, tag = run.state, f"[{task.name}/{schedule_name} {multiplier:g}x seed {seed}]"
+    key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir, multiplier)
     ckpt = Checkpointer(resume_path, key, world, log, tag)
     run.resume_or_start(ckpt.load(), log, tag)
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else NullLive()
@@ -387,6 +416,8 @@ def train_one(
             timers.seconds["optim"] = time.perf_counter() - t0 - timers.seconds["sched"] - timers.seconds["probe"]
             s.schedule.eval_mode()
             with timers("val"):
+                if finite:
+                    run.recalibrate()
                 val = run.evaluate(run.val_batches) if finite else None
             s.result.epochs_run = epoch
             elapsed = elapsed0 + time.perf_counter() - start - ckpt_s

@@ -47,13 +47,22 @@ KINDS: dict[str, tuple[str, Any]] = {
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str": ("a string", lambda v: isinstance(v, str)),
     "ints": ("a list of integers", lambda v: _is_list(v, _is_int)),
+    "floats": ("a list of numbers", lambda v: _is_list(v, _is_number)),
     "strs": ("a list of strings", lambda v: _is_list(v, lambda s: isinstance(s, str))),
     # one value, or the bounds of a uniform draw
     "span": ("a number or [low, high]", lambda v: _is_number(v) or (_is_list(v, _is_number) and len(v) == 2)),
     "mapping": ("a mapping", lambda v: isinstance(v, dict)),
 }
 # the kind of each annotation a settings dataclass uses
-_ANNOTATIONS = {int: "int", float: "float", bool: "bool", str: "str", dict: "mapping", tuple[int, ...]: "ints"}
+_ANNOTATIONS = {
+    int: "int",
+    float: "float",
+    bool: "bool",
+    str: "str",
+    dict: "mapping",
+    tuple[int, ...]: "ints",
+    tuple[float, ...]: "floats",
+}
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,8 @@ def check_value(where: str, value: Any, knob: Knob) -> Any:
     elif any(KINDS[k][1](value) for k in knob.kinds):
         if knob.kinds == ("float",):
             value = float(value)
+        elif knob.kinds == ("floats",):
+            value = [float(v) for v in value]
         _check_range(where, value, knob, hint)
         return tuple(value) if isinstance(knob.default, tuple) else value
     raise ParamsError(f"{where}: expected {knob.expected()}, got {_shown(value)}{hint}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from adaptive_lr.compare.aggregate import EPOCHS_AIM, OURS
-from adaptive_lr.compare.stats import CONFIDENCE
+from adaptive_lr.compare.aggregate import BASELINE, CONVERGED_SHARE, EPOCHS_AIM, OURS, tasks_of
+from adaptive_lr.compare.stats import CONFIDENCE, WORST_VALUE
+from adaptive_lr.grid import mult_dir
 
 
 def format_mean_std(ms: dict, digits: int = 3) -> str:
@@ -40,9 +41,10 @@ def _to_target(v: dict) -> str:
 
 
 def headline(comparison: dict) -> str:
-    """One table: test metric (mean ± std) of every schedule on every task, the best in bold."""
+    """One table: test metric (mean ± std) of every schedule on every task at 1x, the best in bold."""
     from tabulate import tabulate
 
+    comparison = tasks_of(comparison)
     tasks = list(comparison)
     best = {t: best_schedule(comparison[t]) for t in tasks}
     schedules = list(dict.fromkeys(s for t in tasks for s in comparison[t]["schedules"]))
@@ -59,19 +61,28 @@ def headline(comparison: dict) -> str:
 
 
 def to_markdown(comparison: dict) -> str:
-    """Readable tables per task: quality and convergence, overhead, and the paired verdicts."""
+    """Readable tables per task: quality and convergence, overhead, the paired verdicts (at 1x), then the grid:
+    tuned vs default vs worst, the budget check and the paired verdicts at the tuned points."""
+    worst = ", ".join(f"{m} {v:g}" for m, v in WORST_VALUE.items())
     lines = [
         "# Comparison of learning-rate schedules",
         "",
-        "Mean ± std over seeds. Test metric on the held-out test split; convergence measured on the",
-        "validation split against each task's pre-set `target_val_loss` (runs that never reach it are",
+        "Every schedule runs at a grid of initial-LR multipliers of the task's base LR. The tables down to the",
+        "aims are at the default point, 1x. Mean ± std over seeds. Test metric on the held-out test split; convergence",
+        "measured on the validation split against each task's pre-set `target_val_loss` (runs that never reach it are",
         "counted in *reached*, not averaged as their last epoch). Overhead ratios are mean / mean of `fixed`.",
         "",
-        "## Headline: test metric",
+        "The grid tables: a schedule's *tuned* multiplier has the lowest mean best validation loss over the seeds",
+        "every multiplier has (validation only); its test metric is over every seed run there. *Worst*: the",
+        "multiplier with the worst mean test metric. A run that diverged before any checkpoint scores the metric's",
+        f"worst value ({worst}). *Gap*: worst vs the task's best tuned schedule, positive = worse.",
+        "",
+        "## Headline: test metric at 1x",
         "",
         headline(comparison),
     ]
-    for task, entry in comparison.items():
+    tasks = tasks_of(comparison)
+    for task, entry in tasks.items():
         lines += _quality_table(task, entry) + _overhead_table(task, entry)
         if f"{OURS}_vs" in entry:
             lines += _paired_table(entry)
@@ -79,15 +90,133 @@ def to_markdown(comparison: dict) -> str:
             lines += _ablation_table(task, entry)
         if "aims" in entry:
             lines += _aims_line(task, entry)
+        lines += _tuned_table(task, entry) + _budget_table(task, entry)
+        if "verdicts_tuned" in entry:
+            lines += _verdicts_tables(entry)
         lines += [
             "",
             f"![validation loss, {task}](../plots/val_loss_{task}.png)",
             f"![learning rate, {task}](../plots/lr_{task}.png)",
+            f"![sensitivity to the initial LR, {task}](../plots/sensitivity_{task}.png)",
         ]
     lines += ["", "![time to target](../plots/time_to_target.png)", "![overhead](../plots/overhead.png)"]
-    if any(entry.get("ablations") for entry in comparison.values()):
+    if any(entry.get("ablations") for entry in tasks.values()):
         lines.append("![ablations](../plots/ablations.png)")
+    if "profile" in comparison:
+        lines += [
+            "",
+            "Performance profile: per schedule, the fraction of its (task, multiplier) settings whose mean test",
+            "metric is within tau of the task's best tuned schedule.",
+            "",
+            "![performance profile](../plots/profile.png)",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def format_point(point: dict, digits: int = 3) -> str:
+    """A grid point's test metric: ``mean ± std (n)``, n the seeds run there."""
+    return f"{format_mean_std(point['test_metric'], digits)} ({len(point['seeds'])})"
+
+
+def _tuned_table(task: str, entry: dict) -> list[str]:
+    """Per schedule: the tuned multiplier and test metric there, at 1x, and at the worst multiplier; the gap."""
+    rows = []
+    for s, v in entry["schedules"].items():
+        best = v["tuned"]["test_metric"]["mean"] is not None and v["tuned"]["test_metric"]["mean"] == entry.get(
+            "best_tuned"
+        )
+        tuned = format_point(v["tuned"])
+        rows.append(
+            [
+                f"**{s}**" if best else s,
+                mult_dir(v["tuned"]["multiplier"]),
+                f"**{tuned}**" if best else tuned,
+                format_point(v["default"]),
+                f"{format_point(v['worst'])} @ {mult_dir(v['worst']['multiplier'])}",
+                format_number(v["gap_to_best_tuned"], "{:+.3f}"),
+            ]
+        )
+    headers = [
+        "schedule",
+        "tuned",
+        f"test {entry['metric']} at tuned (n)",
+        "at 1x (n)",
+        "worst (n) @ multiplier",
+        "gap to best tuned",
+    ]
+    return [
+        "",
+        f"Tuned vs default vs worst on {task} (test {entry['metric']}, {_direction(entry)}):",
+        "",
+        _table(rows, headers, disable_numparse=True),
+    ]
+
+
+def _budget_table(task: str, entry: dict) -> list[str]:
+    """The budget check at each schedule's tuned point: best epoch against the budget, target reached."""
+    b = entry["budget"]
+    rows = [
+        [
+            s,
+            mult_dir(v["multiplier"]),
+            format_number(v["best_epoch"], "{:.1f}"),
+            format_number(v["epochs_run"], "{:.1f}"),
+            format_number(v["share"], "{:.0%}"),
+            format_number(b["targets_reached"].get(s), "{:.0%}"),
+        ]
+        for s, v in b["schedules"].items()
+    ]
+    headers = ["schedule", "tuned", "best epoch", "epochs run", "best epoch / budget", "target reached"]
+    converged = {True: "yes", False: "no", None: f"- (no {BASELINE})"}[b["fixed_converged"]]
+    reached = "; ".join(f"{s} {b['targets_reached'][s]:.0%}" for s in ("cosine", "step") if s in b["targets_reached"])
+    return [
+        "",
+        f"Budget check on {task} ({b['epochs']} epochs; each schedule at its tuned multiplier, every seed there):",
+        "",
+        _table(rows, headers, disable_numparse=True),
+        "",
+        f"{BASELINE} converged (mean best epoch ≤ {CONVERGED_SHARE:.0%} of the budget): {converged}. "
+        f"Seeds that reached the target val loss {entry['target_val_loss']}: {reached or '-'}.",
+    ]
+
+
+def _paired_row(label: str, p: dict) -> list:
+    return [
+        label,
+        p["n"],
+        format_number(p["diff"], "{:+.3f}"),
+        "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+        format_number(p["p_value"], "{:.3f}"),
+        p["verdict"],
+    ]
+
+
+def _verdicts_tables(entry: dict) -> list[str]:
+    """The paired verdicts of ours at each multiplier vs every other schedule at its tuned point, and at 1x."""
+    headers = ["pair", "seeds", "diff", "95% CI", "p", "verdict"]
+
+    def label(v: dict, peer: str) -> str:
+        return f"{OURS}@{mult_dir(v['multiplier'])} vs {peer}@{mult_dir(v['peer_multiplier'])}"
+
+    tuned = [
+        _paired_row(label(v, peer), v["test_metric"])
+        for vs in entry["verdicts_tuned"].values()
+        for peer, v in vs.items()
+    ]
+    default = [_paired_row(label(v, peer), v["test_metric"]) for peer, v in entry["verdicts_default"].items()]
+    what = (
+        f"test {entry['metric']} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test; no test metric = worst)"
+    )
+    return [
+        "",
+        f"Paired over seeds at the tuned points, {what}:",
+        "",
+        _table(tuned, headers, disable_numparse=True),
+        "",
+        f"Paired over seeds at 1x, {what}:",
+        "",
+        _table(default, headers, disable_numparse=True),
+    ]
 
 
 def _table(rows: list, headers: list, **kw) -> str:
@@ -180,18 +309,7 @@ def _overhead_table(task: str, entry: dict) -> list[str]:
 
 def _paired_table(entry: dict) -> list[str]:
     """The paired verdicts of our schedule against every other one."""
-    rows = [
-        [
-            f"{OURS} vs {other}",
-            p["n"],
-            format_number(p["diff"], "{:+.3f}"),
-            "-" if p["ci"][0] is None else f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
-            format_number(p["p_value"], "{:.3f}"),
-            p["verdict"],
-        ]
-        for other, v in entry[f"{OURS}_vs"].items()
-        for p in [v["test_metric"]]
-    ]
+    rows = [_paired_row(f"{OURS} vs {other}", v["test_metric"]) for other, v in entry[f"{OURS}_vs"].items()]
     return [
         "",
         f"Paired over seeds, test {entry['metric']} ({OURS} − other; {CONFIDENCE:.0%} t interval, paired t-test):",

@@ -1,4 +1,5 @@
-"""The comparison's PNGs in plots/: validation loss and LR per task, time to target, overhead, ablations."""
+"""The comparison's PNGs in plots/: validation loss and LR per task (at 1x), time to target, overhead, ablations;
+sensitivity to the initial LR per task, and the performance profile across tasks."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_lr.compare.aggregate import OURS
+from adaptive_lr.compare.aggregate import OURS, tasks_of
 from adaptive_lr.compare.markdown import format_number
 from adaptive_lr.files import atomic_write
+from adaptive_lr.grid import DEFAULT, mult_dir
 
 
 def pyplot():
@@ -50,18 +52,54 @@ def _style(schedule: str) -> dict:
     return {"linewidth": 2.4, "color": "black"} if schedule == OURS else {"linewidth": 1.4}
 
 
-def plot(comparison: dict, results: dict, root: Path) -> list[Path]:
-    """PNGs in plots/: per task validation loss (vs epoch and vs seconds) and LR; time to target; overhead.
+CURVES = ("val_loss", "lr")  # the per-epoch series of RunResult that dvc.yaml's top-level plots show
 
-    ``results`` is :func:`~adaptive_lr.compare.aggregate.load_results`' output (the per-epoch curves).
+
+def write_curves(comparison: dict, runs: dict, root: Path) -> list[Path]:
+    """plots/curves/<task>_<series>.csv for `dvc plots show/diff`: per epoch, one column per schedule, the mean
+    over its seeds at its tuned multiplier (empty after a run stopped early)."""
+    paths = []
+    for task, entry in tasks_of(comparison).items():
+        schedules = list(entry["schedules"])  # registry order, ablations left out
+        for series in CURVES:
+            columns = {}
+            for s in schedules:
+                tuned = entry["schedules"][s]["tuned"]["multiplier"]
+                curves = [getattr(r.result, series) for r in runs[task][s] if r.multiplier == tuned]
+                columns[s], _, _ = _nanstats(_stack(curves))
+            rows = max(len(c) for c in columns.values())
+            lines = [",".join(["epoch", *schedules])]
+            for i in range(rows):
+                cells = [
+                    "" if i >= len(columns[s]) or not np.isfinite(columns[s][i]) else f"{columns[s][i]:.6g}"
+                    for s in schedules
+                ]
+                lines.append(",".join([str(i + 1), *cells]))
+            path = root / "plots" / "curves" / f"{task}_{series}.csv"
+            atomic_write(path, "\n".join(lines) + "\n")
+            paths.append(path)
+    return paths
+
+
+def plot(comparison: dict, runs: dict, root: Path) -> list[Path]:
+    """PNGs in plots/: per task validation loss (vs epoch and vs seconds) and LR at 1x, and the sensitivity to
+    the initial LR; time to target; overhead; ablations; the performance profile.
+
+    ``runs`` is :func:`~adaptive_lr.compare.aggregate.load_runs`' output (the per-epoch curves).
     """
     plt = pyplot()
     import matplotlib.ticker
 
     paths = []
+    profile = comparison.get("profile")
+    comparison = tasks_of(comparison)
     for task, entry in comparison.items():
-        # the schedules only: the ablations have their own plot (plots/ablations.png)
-        curves = {s: runs for s, runs in results[task].items() if s in entry["schedules"]}
+        # the schedules only, at 1x: the ablations have their own plot (plots/ablations.png)
+        curves = {
+            s: [r.result for r in task_runs if r.multiplier == DEFAULT]
+            for s, task_runs in runs[task].items()
+            if s in entry["schedules"]
+        }
         n_seeds = len(next(iter(curves.values())))
         fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110, sharey=True)
         for s, runs in curves.items():
@@ -105,11 +143,69 @@ def plot(comparison: dict, results: dict, root: Path) -> list[Path]:
         ax.legend(fontsize=8, ncol=2)
         fig.tight_layout()
         paths.append(save_png(fig, root / "plots" / f"lr_{task}.png"))
+        paths.append(_plot_sensitivity(task, entry, root))
     paths.append(_plot_time_to_target(comparison, root))
     paths.append(_plot_overhead(comparison, root))
     if all(entry.get("ablations") and OURS in entry["schedules"] for entry in comparison.values()):
         paths.append(_plot_ablations(comparison, root))
+    if profile is not None:
+        paths.append(_plot_profile(profile, root))
     return paths
+
+
+def _plot_sensitivity(task: str, entry: dict, root: Path) -> Path:
+    """Test metric vs initial-LR multiplier (log x), one line per schedule: mean, band = ± std over seeds.
+
+    A hollow ring marks each schedule's tuned multiplier.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
+    for s, v in entry["schedules"].items():
+        points = sorted(v["grid"].values(), key=lambda g: g["multiplier"])
+        x = np.array([g["multiplier"] for g in points])
+        mean = np.array([np.nan if g["test_metric"]["mean"] is None else g["test_metric"]["mean"] for g in points])
+        std = np.array([g["test_metric"]["std"] or 0.0 for g in points])
+        (line,) = ax.plot(x, mean, marker="o", markersize=4, label=s, **_style(s))
+        # the band stays within the metric's range (accuracy 0..1, WER from 0)
+        hi = np.minimum(mean + std, 1.0) if entry["higher_is_better"] else mean + std
+        ax.fill_between(x, np.maximum(mean - std, 0.0), hi, alpha=0.1, color=line.get_color())
+        tuned = v["grid"][mult_dir(v["tuned"]["multiplier"])]
+        if tuned["test_metric"]["mean"] is not None:
+            ax.plot(
+                [tuned["multiplier"]],
+                [tuned["test_metric"]["mean"]],
+                marker="o",
+                markersize=11,
+                markerfacecolor="none",
+                color=line.get_color(),
+            )
+    ax.set_xscale("log")
+    ticks = sorted({g["multiplier"] for v in entry["schedules"].values() for g in v["grid"].values()})
+    ax.set_xticks(ticks, [mult_dir(m) for m in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("initial LR, multiple of the task's base LR (log scale)")
+    ax.set_ylabel(f"test {entry['metric']} ({'↑' if entry['higher_is_better'] else '↓'})")
+    ax.set_title(f"{task}: sensitivity to the initial LR (mean ± std over seeds; ring = tuned)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return save_png(fig, root / "plots" / f"sensitivity_{task}.png")
+
+
+def _plot_profile(profile: dict, root: Path) -> Path:
+    """The performance profile: per schedule, the fraction of settings within tau of the best tuned, vs tau."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.4), dpi=110)
+    for s, fractions in profile["schedules"].items():
+        ax.step(profile["tau"], fractions, where="post", label=s, **_style(s))
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("tau: gap to the task's best tuned mean test metric (metric units, worse direction)")
+    ax.set_ylabel("fraction of (task, multiplier) settings")
+    ax.set_title("Performance profile across tasks and initial LRs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return save_png(fig, root / "plots" / "profile.png")
 
 
 def _barh_panels(comparison: dict, bars, xlabel: str, title, path: Path) -> Path:

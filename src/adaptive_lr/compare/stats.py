@@ -1,4 +1,5 @@
-"""Pure statistics over runs: time to target, mean and spread over seeds, paired comparisons, ratios."""
+"""Pure statistics over runs: time to target, mean and spread over seeds, paired comparisons, ratios, gaps to the
+best and performance profiles."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import numpy as np
 
 CONFIDENCE = 0.95
+# the worst value each metric can take: a run with no test metric (it diverged before any checkpoint) scores it
+WORST_VALUE = {"accuracy": 0.0, "wer": 1.0}
 
 
 def time_to_target(val_loss: list, elapsed: list, target: float) -> tuple[int | None, float | None]:
@@ -63,3 +66,34 @@ def paired(ours: dict, theirs: dict, higher_is_better: bool, confidence: float =
 def ratio(a: float | None, b: float | None) -> float | None:
     """``a / b``, or None when either is missing or ``b`` is 0."""
     return a / b if a is not None and b not in (None, 0) else None
+
+
+def worst_value(metric: str) -> float:
+    """The worst value of ``metric`` (accuracy 0.0, WER 1.0): the score of a run that has no test metric."""
+    try:
+        return WORST_VALUE[metric]
+    except KeyError:
+        raise ValueError(f"metric {metric!r}: no worst value known (known: {', '.join(WORST_VALUE)})") from None
+
+
+def scored(values: list, worst: float) -> list[float]:
+    """``values`` with every None (a diverged run without a test metric) replaced by ``worst``."""
+    return [worst if v is None else float(v) for v in values]
+
+
+def gap(best: float | None, value: float | None, higher_is_better: bool) -> float | None:
+    """How much worse ``value`` is than ``best``, in the metric's units: positive = worse (None if either is None)."""
+    if best is None or value is None:
+        return None
+    return best - value if higher_is_better else value - best
+
+
+def performance_profile(gaps: dict[str, list[float]], taus: list[float]) -> dict[str, list[float]]:
+    """Per schedule, the fraction of its settings whose gap to the best is at most tau, for each tau.
+
+    ``gaps[s]`` holds one gap (:func:`gap`: positive = worse than the reference) per setting of
+    schedule ``s``; a setting better than the reference (negative gap) is within every tau. An
+    empty list gives fractions of 0.
+    """
+    eps = 1e-12  # a gap equal to tau up to rounding counts as within it
+    return {s: [sum(g <= t + eps for g in gs) / len(gs) if gs else 0.0 for t in taus] for s, gs in gaps.items()}

@@ -1,8 +1,9 @@
 """Image classification: CIFAR-10 with ResNet-18, or an offline cluttered-digits stand-in.
 
 The stand-in renders scikit-learn's 1797 real 8x8 handwritten digits onto 32x32
-RGB canvases: rotated, scaled and shifted, over a low-frequency colour clutter,
-with a faint second digit as a distractor and Gaussian noise. It keeps CIFAR's
+RGB canvases (``data.size``; smaller canvases are faster on a CPU): rotated,
+scaled and shifted, over a low-frequency colour clutter, with a faint second
+digit as a distractor and Gaussian noise. At the default size it keeps CIFAR's
 shape (3x32x32, 10 classes) so the same ResNet-18 trains on both.
 """
 
@@ -37,6 +38,7 @@ DATA_SPEC = {
     "clutter": Knob("float", 0.6, ge=0),  # builtin: intensity of the colour clutter
     "max_rotation": Knob("float", 25.0, ge=0, le=180),  # builtin: degrees, either way
     "min_scale": Knob("float", 0.6, gt=0, le=1),  # builtin: smallest digit size, as a fraction of the canvas
+    "size": Knob("int", 32, ge=8),  # builtin: canvas side in pixels (CIFAR's 32; smaller is faster on a CPU)
     "max_examples": Knob("int", None, ge=1),  # hub/local: cap per split (None = all)
 }
 MODEL_SPEC = {
@@ -45,8 +47,8 @@ MODEL_SPEC = {
 }
 
 
-def _place(img8: torch.Tensor, max_rot: float, min_scale: float, g: torch.Generator | None) -> torch.Tensor:
-    """Rotate, scale and shift 1x8x8 images onto 1x32x32 canvases (bilinear)."""
+def _place(img8: torch.Tensor, max_rot: float, min_scale: float, size: int, g: torch.Generator | None) -> torch.Tensor:
+    """Rotate, scale and shift 1x8x8 images onto 1 x size x size canvases (bilinear)."""
     n = len(img8)
     # affine_grid maps output to input coordinates: inverse scale, rotation, shift.
     angle = (torch.rand(n, generator=g) * 2 - 1) * math.radians(max_rot)
@@ -56,18 +58,18 @@ def _place(img8: torch.Tensor, max_rot: float, min_scale: float, g: torch.Genera
     theta = torch.stack(
         [torch.stack([cos, -sin, -shift[:, 0] / scale], 1), torch.stack([sin, cos, -shift[:, 1] / scale], 1)], 1
     )
-    grid = F.affine_grid(theta, (n, 1, 32, 32), align_corners=False)
+    grid = F.affine_grid(theta, (n, 1, size, size), align_corners=False)
     return F.grid_sample(img8, grid, align_corners=False, padding_mode="zeros")
 
 
 def render(
     digits: torch.Tensor, distractors: torch.Tensor, knobs: dict, g: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Render Nx8x8 digits (0..1) and their distractor digits into cluttered Nx3x32x32 uint8 images."""
-    n = len(digits)
-    digit = _place(digits.view(n, 1, 8, 8), knobs["max_rotation"], knobs["min_scale"], g)
-    distractor = _place(distractors.view(n, 1, 8, 8), 180.0, 0.5, g) * knobs["distractor"]
-    clutter = F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=32, mode="bicubic", align_corners=False)
+    """Render Nx8x8 digits (0..1) and their distractor digits into cluttered Nx3xSxS uint8 images (S: knobs["size"])."""
+    n, size = len(digits), int(knobs.get("size", 32))
+    digit = _place(digits.view(n, 1, 8, 8), knobs["max_rotation"], knobs["min_scale"], size, g)
+    distractor = _place(distractors.view(n, 1, 8, 8), 180.0, 0.5, size, g) * knobs["distractor"]
+    clutter = F.interpolate(torch.rand(n, 3, 4, 4, generator=g), size=size, mode="bicubic", align_corners=False)
     img = clutter.clamp(0, 1) * knobs["clutter"] + distractor + digit
     img = img + torch.randn(img.shape, generator=g) * knobs["noise"]
     return (img.clamp(0, 1.5) / 1.5 * 255).round().to(torch.uint8)
@@ -221,6 +223,12 @@ class VisionTask(ClassificationTask):
         self._mean, self._std = blob["mean"].view(1, 3, 1, 1), blob["std"].view(1, 3, 1, 1)
         if blob["render"]:
             return RenderedDigits(blob["x"], blob["y"], self.data_cfg)
+        size = self.data_cfg["size"]
+        if self.cfg.source == "builtin" and blob["x"].shape[-1] != size:
+            raise DataError(
+                f"{data_dir}/{split}.pt: images are {blob['x'].shape[-1]}px, tasks.vision.data.size is {size}:"
+                " run `dvc repro prepare@vision`"
+            )
         return torch.utils.data.TensorDataset(blob["x"], blob["y"])
 
     def collate(self, items: list) -> dict[str, Any]:

@@ -1,0 +1,171 @@
+"""The grid as the pipeline runs it: the number of worker processes changes no result, adding a
+multiplier trains only the new runs, and each DVC stage depends only on the params it reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from adaptive_lr import pipeline
+from adaptive_lr.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
+
+
+def tiny_params(root: Path, **grid) -> Path:
+    """params.yaml of a tiny vision grid under ``root`` (2 epochs, 120 digits, ResNet width 4)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["common"].update(seeds=[0], threads=1, epochs=2, batch_size=16)
+    raw["tasks"]["vision"].update(epochs=2, lr=1e-3, data={"n_train": 120, "n_test": 40}, model={"width": 4})
+    raw["grid"] = {"multipliers": [1, 3], "extra_seeds": [1], "workers": 1, **grid}
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return root / "params.yaml"
+
+
+def outcome(root: Path, schedule: str) -> dict:
+    """Every run of the cell: result.json without clock readings, and the checkpoint's tensors."""
+    out = {}
+    for result in sorted((root / "live/vision" / schedule).glob("*x/seed*/result.json")):
+        rel = result.parent.relative_to(root / "live")
+        fields = {k: v for k, v in json.loads(result.read_text()).items() if k not in TIMING}
+        out[str(rel)] = (fields, torch.load(root / "runs" / rel / "model.pt", weights_only=False)["model"])
+    return out
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k][0] == b[k][0] and all(torch.equal(a[k][1][t], b[k][1][t]) for t in a[k][1]) for k in a
+    )
+
+
+def test_the_number_of_workers_changes_no_result(tmp_path):
+    results = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        params = load_params(tiny_params(root, workers=workers))
+        pipeline.prepare(params, "vision", root)
+        pipeline.train_cell(params, "vision", "schedulefree", root)
+        results[workers] = outcome(root, "schedulefree")
+    # 1x and 3x with seed 0, seed 1 at 1x and at the tuned multiplier
+    assert len(results[1]) >= 3
+    assert same(results[1], results[2])
+
+
+def test_adding_a_multiplier_trains_only_the_new_runs(tmp_path, capsys):
+    root = tmp_path / "p"
+    params = load_params(tiny_params(root, multipliers=[1], extra_seeds=[]))
+    pipeline.prepare(params, "vision", root)
+    pipeline.train_cell(params, "vision", "fixed", root)
+    before = outcome(root, "fixed")
+    capsys.readouterr()
+    params = load_params(tiny_params(root, multipliers=[1, 3], extra_seeds=[]))
+    pipeline.train_cell(params, "vision", "fixed", root)
+    log = capsys.readouterr().out
+    assert "[vision/fixed 1x seed 0] resumed after epoch 2 (finished: rewriting its outputs)" in log
+    assert "[vision/fixed 3x seed 0] epoch  1/2" in log and "[vision/fixed 1x seed 0] epoch" not in log
+    after = outcome(root, "fixed")
+    assert set(after) == {"vision/fixed/1x/seed0", "vision/fixed/3x/seed0"}
+    assert same({k: after[k] for k in before}, before)
+    # taking the multiplier out again removes its runs from the outputs
+    params = load_params(tiny_params(root, multipliers=[1], extra_seeds=[]))
+    pipeline.train_cell(params, "vision", "fixed", root)
+    assert set(outcome(root, "fixed")) == {"vision/fixed/1x/seed0"}
+    grid = json.loads((root / "live/vision/fixed/grid.json").read_text())
+    assert grid["runs"] == [[1.0, 0]] and grid["tuned"] == 1.0
+
+
+def tracked_params(project: Path) -> dict[str, dict]:
+    """For every stage DVC builds from dvc.yaml, the values of the params it depends on (DVC's own reading)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        out = {}
+        for stage in repo.index.stages:
+            values = {}
+            for dep in stage.deps:
+                if isinstance(dep, ParamsDependency):
+                    values.update(dep.read_params())
+            out[stage.name] = values
+    return out
+
+
+def edited(project: Path, edit) -> set[str]:
+    """The stages whose tracked params change when ``edit`` is applied to params.yaml."""
+    text = (project / "params.yaml").read_text()
+    before = tracked_params(project)
+    raw = yaml.safe_load(text)
+    edit(raw)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        after = tracked_params(project)
+    finally:
+        (project / "params.yaml").write_text(text)
+    return {name for name in after if after[name] != before.get(name)}
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_each_stage_depends_only_on_the_params_it_reads(project):
+    params = load_params(project / "params.yaml")
+    tasks, schedules = list(params.tasks), [s for s in params.schedules if s not in params.ablations]
+    names = set(tracked_params(project))
+    assert {f"train@{t}-{s}" for t in tasks for s in schedules} <= names  # the matrices read params.yaml
+    assert {f"train_ablation@{t}-{a}" for t in tasks for a in params.ablations} <= names
+
+    def full_epochs(raw):
+        raw["profiles"]["full"]["tasks"]["vision"]["epochs"] = 77
+
+    def target(raw):
+        raw["targets"]["vision"] = 0.77
+
+    def greedy(raw):
+        raw["schedules"]["greedy"]["factor"] = 0.77
+
+    def vision_lr(raw):
+        raw["tasks"]["vision"]["lr"] = 7.7e-4
+
+    def multiplier(raw):
+        raw["grid"]["multipliers"] = [*raw["grid"]["multipliers"], 30]
+
+    assert edited(project, full_epochs) == set()  # another profile's block: nothing re-runs
+    assert edited(project, target) == {"compare"}  # a target: compare only
+    assert edited(project, greedy) == {f"train@{t}-greedy" for t in tasks}  # (evaluate follows through its deps)
+    assert edited(project, vision_lr) == {
+        "prepare@vision",
+        *(f"{stage}@vision-{s}" for stage in ("train", "evaluate") for s in schedules),
+        *(f"{stage}@vision-{a}" for stage in ("train_ablation", "evaluate_ablation") for a in params.ablations),
+        "compare",
+    }
+    # a multiplier (or a seed): every train cell re-runs, and trains only the new runs (test above)
+    assert {n for n in edited(project, multiplier) if not n.startswith(("train@", "train_ablation@"))} == {"compare"}
+
+
+def test_dvc_yaml_matrices_and_plots_follow_params(project):
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert spec["stages"]["train"]["matrix"] == {"task": "${tasks}", "schedule": "${schedules}"}
+    assert spec["stages"]["train_ablation"]["matrix"] == {"task": "${tasks}", "ablation": "${ablations}"}
+    params = load_params(REPO / "params.yaml")
+    schedules = [s for s in params.schedules if s not in params.ablations]
+    # compare reads every task's metrics folder
+    assert {f"metrics/{t}" for t in params.tasks} <= set(spec["stages"]["compare"]["deps"])
+    plots = {k: v for item in spec["plots"] for k, v in item.items()}
+    for task in params.tasks:
+        for kind in ("val_loss", "lr"):
+            plot = plots[f"{kind}_{task}"]
+            assert plot["y"] == {f"plots/curves/{task}_{kind}.csv": schedules}, (task, kind)
