@@ -17,6 +17,7 @@ RATIO = re.compile(r"(\d+(?:\.\d+)?)x\b")
 # the smallest runs that still go through every code path (probe_share: a budget that allows probes)
 TINY = {
     "loop_vs_bare.py": ["--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16"],
+    "run_breakdown.py": ["--tasks", "vision", "--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30"],
     "step_cost.py": ["--sizes", "4", "16", "--length", "5", "--repeats", "1", "--train-steps", "1", "--width", "4"],
     "probe_share.py": [
         "--epochs",
@@ -36,6 +37,7 @@ TINY = {
 # the line whose ratio is the script's headline figure
 HEADLINE = {
     "loop_vs_bare.py": "ratio loop/bare, optimisation samples/s:",
+    "run_breakdown.py": "ratio train/run total (vision):",
     "step_cost.py": "ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float):",
     "probe_share.py": "ratio probe/optim (adaptive):",
 }

