@@ -19,6 +19,7 @@ TINY = {
     "loop_vs_bare.py": ["--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30", "--batch-size", "16"],
     "run_breakdown.py": ["--tasks", "vision", "--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30"],
     "step_cost.py": ["--sizes", "4", "16", "--length", "5", "--repeats", "1", "--train-steps", "1", "--width", "4"],
+    "full_smoke.py": ["--tiny"],
     "probe_share.py": [
         "--epochs",
         "2",
@@ -40,6 +41,7 @@ HEADLINE = {
     "run_breakdown.py": "ratio train/run total (vision):",
     "step_cost.py": "ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float):",
     "probe_share.py": "ratio probe/optim (adaptive):",
+    "full_smoke.py": "ratio steps/s (vision):",
 }
 
 

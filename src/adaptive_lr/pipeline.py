@@ -213,6 +213,11 @@ def cell_multipliers(params: Params, schedule: str) -> tuple[float, ...]:
     return (DEFAULT,) if schedule in params.ablations else params.grid.multipliers
 
 
+def cell_extra_seeds(params: Params, schedule: str) -> tuple[int, ...]:
+    """The extra seeds of a cell (at 1x and at its tuned multiplier); an ablation runs ``common.seeds`` only."""
+    return () if schedule in params.ablations else params.grid.extra_seeds
+
+
 def base_lr(cfg: TaskConfig, knobs: Any) -> float:
     """The LR the multipliers multiply: the task's, or the schedule's own (Prodigy's lr 1.0)."""
     return float(getattr(knobs, "lr", cfg.lr))
@@ -221,7 +226,8 @@ def base_lr(cfg: TaskConfig, knobs: Any) -> float:
 def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> dict[tuple[float, int], RunResult]:
     """Train one task x schedule cell over the grid; checkpoints under runs/, curves under live/.
 
-    First ``common.seeds`` at every multiplier and ``grid.extra_seeds`` at 1x; then the tuned
+    First ``common.seeds`` at every multiplier and ``grid.extra_seeds`` at 1x (an ablation of adaptive: 1x and
+    ``common.seeds`` only); then the tuned
     multiplier (lowest mean best validation loss over ``common.seeds``: :func:`grid.select_tuned`)
     gets ``grid.extra_seeds`` too. ``live/<task>/<schedule>/grid.json`` records the runs and the tuned
     point. A finished run's state is kept under runs/.resume (outside the stage's outputs), so a
@@ -237,12 +243,13 @@ def train_cell(params: Params, task: str, schedule: str, root: Path = Path("."))
         return [RunJob(task, schedule, replace(cfg, lr=cfg.lr * m), knobs, m, seed, root) for m, seed in pairs]
 
     tag = f"{task}/{schedule}"
-    first = runs_of(mults, cfg.seeds, params.grid.extra_seeds, None)
+    extra = cell_extra_seeds(params, schedule)
+    first = runs_of(mults, cfg.seeds, extra, None)
     log(f"[train {tag}] {len(first)} runs at {', '.join(map(mult_dir, mults))} ({workers} worker(s))")
     with Workers(workers) as pool:
         results = train_jobs(pool, jobs(first), tag)
         tuned = select_tuned({m: [results[(m, s)].best_val_loss for s in cfg.seeds] for m in mults})
-        more = [pair for pair in runs_of(mults, cfg.seeds, params.grid.extra_seeds, tuned) if pair not in results]
+        more = [pair for pair in runs_of(mults, cfg.seeds, extra, tuned) if pair not in results]
         log(f"[train {tag}] tuned on validation: {mult_dir(tuned)}; {len(more)} more run(s) there")
         results |= train_jobs(pool, jobs(more), tag)
     distributed.world_from_env().barrier()

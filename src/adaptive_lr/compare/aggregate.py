@@ -28,7 +28,7 @@ from adaptive_lr.compare.stats import (
 from adaptive_lr.config import Params
 from adaptive_lr.errors import DataError
 from adaptive_lr.grid import DEFAULT, mult_dir, runs_of, select_tuned
-from adaptive_lr.pipeline import LIVE, METRICS, cell_multipliers, producer
+from adaptive_lr.pipeline import LIVE, METRICS, cell_extra_seeds, cell_multipliers, producer
 from adaptive_lr.records import EvalRecord, RunResult
 from adaptive_lr.schedules import REGISTRY
 from adaptive_lr.tasks import task_class
@@ -116,7 +116,7 @@ def load_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) 
     """Every run of one task x schedule cell, as the train stage plans them, by multiplier then seed.
 
     The task's seeds (``common.seeds``) at each of the cell's multipliers (an ablation: 1x only);
-    then ``grid.extra_seeds`` at 1x and at the tuned multiplier, which is chosen here as train
+    then ``grid.extra_seeds`` (none for an ablation) at 1x and at the tuned multiplier, which is chosen here as train
     chooses it (:func:`~adaptive_lr.grid.select_tuned` over the task's seeds' best validation
     losses). A file that is missing or bad raises DataError naming it and the stage that writes it,
     as does a record whose multiplier or seed is not the one its path says.
@@ -124,7 +124,7 @@ def load_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) 
     seeds, mults = params.tasks[task].seeds, cell_multipliers(params, schedule)
     runs = {(m, s): _read_run(task, schedule, m, s, root) for m, s in runs_of(mults, seeds, (), None)}
     tuned = select_tuned({m: [runs[(m, s)].record.best_val_loss for s in seeds] for m in mults})
-    for m, s in runs_of(mults, seeds, params.grid.extra_seeds, tuned):
+    for m, s in runs_of(mults, seeds, cell_extra_seeds(params, schedule), tuned):
         if (m, s) not in runs:
             runs[(m, s)] = _read_run(task, schedule, m, s, root)
     return [runs[pair] for pair in sorted(runs)]
