@@ -53,7 +53,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -209,7 +208,7 @@ def transcript(rng, words: list[str], seconds: float) -> str:
 
 
 def clip_seconds(rng, seconds_max: float) -> float:
-    """A clip length like LibriSpeech train.100's (three in four 10-16 s, the rest 1-10 s), scaled to ``seconds_max``."""
+    """A clip length like LibriSpeech train.100's (3 in 4 of 10-16 s, the rest 1-10 s), scaled to ``seconds_max``."""
     fraction = rng.uniform(0.62, 1.0) if rng.random() < 0.75 else rng.uniform(1 / 16, 0.62)
     return float(min(seconds_max, max(1.0, fraction * seconds_max)))
 
@@ -262,7 +261,7 @@ def bert_folder(folder: Path, words: list[str], tiny: bool) -> None:
     vocab += [w for w in dict.fromkeys(words) if w not in set(vocab)]
     if not tiny:
         if len(vocab) > BERT_VOCAB_SIZE:
-            raise ValueError(f"generated vocabulary of {len(vocab)} entries exceeds bert-base-uncased's {BERT_VOCAB_SIZE}")
+            raise ValueError(f"the generated vocabulary ({len(vocab)}) exceeds bert-base-uncased's ({BERT_VOCAB_SIZE})")
         vocab += [f"[unused{i}]" for i in range(99, 99 + BERT_VOCAB_SIZE - len(vocab))]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
@@ -286,7 +285,8 @@ def bert_folder(folder: Path, words: list[str], tiny: bool) -> None:
             max_position_embeddings=64,
         )
     else:
-        config = BertConfig()  # bert-base-uncased: vocab 30522, 768 hidden, 12 layers, 12 heads, 3072 ffn, 512 positions
+        # bert-base-uncased: vocab 30522, 768 hidden, 12 layers, 12 heads, 3072 ffn, 512 positions
+        config = BertConfig()
     config.architectures = ["BertForPreTraining"]
     model = BertForPreTraining(config)
     model.save_pretrained(folder)
@@ -481,7 +481,8 @@ class PeakRSS(threading.Thread):
 
     def stop(self) -> float:
         self._halt.set()
-        self.join()
+        if self.ident is not None:  # started
+            self.join()
         return max(self.peak_mb, self.rss_mb())
 
 
@@ -799,7 +800,16 @@ def estimate(results: dict[str, dict], params_path: Path, scratch: Path) -> list
         else:
             cols = ["-", "-", "-"]
         rows.append(
-            [task, unit, fmt(train_rate), fmt(eval_rate), fmt(train_n), fmt(val_n), fmt(float(real["test"])), cfg.epochs]
+            [
+                task,
+                unit,
+                fmt(train_rate),
+                fmt(eval_rate),
+                fmt(train_n),
+                fmt(val_n),
+                fmt(float(real["test"])),
+                cfg.epochs,
+            ]
             + cols
         )
     headers = ["task", "unit", "train /s", "eval /s", "train set", "val set", "test set", "epochs"]
@@ -843,7 +853,17 @@ def report(args: argparse.Namespace, results: dict[str, dict], scratch: Path) ->
             ]
         )
     headers = ["task", "result", "params (trainable)", "batch", "largest batch", "steps", "s/step", "1st step s"]
-    headers += ["data s", "samples/s", "units/s", "eval smp/s", "peak RSS MB", "loop RSS MB", "GPU MB", "probes", "test"]
+    headers += [
+        "data s",
+        "samples/s",
+        "units/s",
+        "eval smp/s",
+        "peak RSS MB",
+        "loop RSS MB",
+        "GPU MB",
+        "probes",
+        "test",
+    ]
     lines = ["", table(headers, rows)]
     for task, r in results.items():
         if r.get("ok"):
@@ -860,7 +880,8 @@ def report(args: argparse.Namespace, results: dict[str, dict], scratch: Path) ->
     for task, r in results.items():
         step = rates(r)["step_median"]
         if r.get("ok") and step:
-            lines.append(f"ratio steps/s ({task}): {1 / step:.4g}x  (1 / median s per training step, batch {r['batch_size']})")
+            why = f"1 / median s per training step, batch {r['batch_size']}"
+            lines.append(f"ratio steps/s ({task}): {1 / step:.4g}x  ({why})")
         else:
             lines.append(f"ratio steps/s ({task}): 0x  (failed; see above)")
     try:
@@ -950,8 +971,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.schedule not in params.schedules:
         parser.error(f"--schedule {args.schedule!r}: not in params.yaml ({', '.join(params.schedules)})")
     spe = steps_per_epoch(args)
-    print("full_smoke: profile full's code path offline: local parquet in the hub schemas, real architectures at random")
-    print("weights, pipeline.prepare -> train_cell -> evaluate_cell, one process per task")
+    print("full_smoke: profile full's code path offline: local parquet in the hub schemas, real architectures at")
+    print("random weights, pipeline.prepare -> train_cell -> evaluate_cell, one process per task")
     print(
         f"run: {'TINY models and inputs' if args.tiny else 'real sizes'}; schedule {args.schedule}, {args.epochs} "
         f"epoch(s) x {spe} step(s), {args.repeats} seed(s), threads {args.threads}, device {args.device}, "
