@@ -102,9 +102,9 @@ def plot(comparison: dict, runs: dict, root: Path) -> list[Path]:
         }
         n_seeds = len(next(iter(curves.values())))
         fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.4), dpi=110, sharey=True)
-        for s, runs in curves.items():
-            mean, lo, hi = _nanstats(_stack([r.val_loss for r in runs]))
-            seconds, _, _ = _nanstats(_stack([r.elapsed for r in runs]))
+        for s, results in curves.items():
+            mean, lo, hi = _nanstats(_stack([r.val_loss for r in results]))
+            seconds, _, _ = _nanstats(_stack([r.elapsed for r in results]))
             x = np.arange(1, len(mean) + 1)
             (line,) = by_epoch.plot(x, mean, label=s, **_style(s))
             by_epoch.fill_between(x, lo, hi, alpha=0.08, color=line.get_color())
@@ -126,9 +126,9 @@ def plot(comparison: dict, runs: dict, root: Path) -> list[Path]:
         paths.append(save_png(fig, root / "plots" / f"val_loss_{task}.png"))
 
         fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
-        for s, runs in curves.items():
+        for s, results in curves.items():
             style = {**_style(s), "alpha": 0.8}
-            for i, r in enumerate(runs):
+            for i, r in enumerate(results):
                 # every LR the schedule set, at its position in epochs (0 = start), held until the next
                 trace = r.lr_trace or [[e, v] for e, v in enumerate(r.lr)]
                 x, y = [p[0] for p in trace] + [len(r.val_loss)], [p[1] for p in trace] + [trace[-1][1]]
