@@ -594,3 +594,31 @@ def test_a_missing_extra_seed_at_the_tuned_point_names_the_stage(study):
     )
     with pytest.raises(DataError, match=r"1x/2\.json: holds multiplier 1\.0 and seed 1, not the 1x and 2 of its path"):
         collect(params, root)
+
+
+def test_compare_draws_every_task_and_writes_the_dvc_curves(tmp_path):
+    """Two tasks (the per-task plots once broke on the second) and the curves dvc.yaml's plots read."""
+    params = Params(
+        profile="default",
+        tasks={
+            "vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5, epochs=E),
+            "speech": TaskConfig(task="speech", seeds=(0, 1, 2), target_val_loss=0.5, epochs=E),
+        },
+        schedules={s: None for s in VISION},
+        ablations=("adaptive_nosig",),
+        grid=Grid(multipliers=(0.3, 1.0, 3.0), extra_seeds=(3, 4)),
+    )
+    _write_study(tmp_path, VISION, "vision", "accuracy")
+    wer = {
+        s: {m: [p if p is DIVERGED else (p[0], 1 - p[1], p[2]) for p in v] for m, v in by.items()}
+        for s, by in VISION.items()
+    }
+    _write_study(tmp_path, wer, "speech", "wer")
+    compare(params, tmp_path)
+    for task in ("vision", "speech"):
+        for name in (f"val_loss_{task}", f"lr_{task}", f"sensitivity_{task}"):
+            assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 10_000, name
+        lines = (tmp_path / "plots" / "curves" / f"{task}_val_loss.csv").read_text().splitlines()
+        assert lines[0] == "epoch,fixed,step,cosine,adaptive" and len(lines) == E + 1
+        # fixed at its tuned 3x: epochs before its best at 1.5, then its best 0.4 (mean over the 5 seeds: 0.42)
+        assert lines[1].split(",")[1] == "1.5" and float(lines[-1].split(",")[1]) == pytest.approx(0.42)
