@@ -31,6 +31,7 @@ def make_project(path: Path) -> Path:
         shutil.copytree(REPO / item, path / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["common"].update(seeds=[0, 1], threads=1)
+    params["grid"] = {"multipliers": [1], "extra_seeds": [], "workers": 1}  # one run after another: a known order
     params["tasks"]["vision"].update(epochs=6, patience=10, data={"n_train": 400, "n_test": 40}, model={"width": 8})
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage(path, "prepare", "vision")
@@ -48,9 +49,9 @@ def stage(cwd: Path, name: str, *args: str, **popen) -> subprocess.CompletedProc
 
 def outcome(project: Path, seed: int) -> tuple[dict, dict, dict]:
     """(result.json without clock readings, best checkpoint tensors, test metrics) of one seed."""
-    result = json.loads((project / f"live/vision/adaptive/seed{seed}/result.json").read_text())
-    ckpt = torch.load(project / f"runs/vision/adaptive/seed{seed}/model.pt", weights_only=False)
-    metrics = json.loads((project / f"metrics/vision/adaptive/{seed}.json").read_text())
+    result = json.loads((project / f"live/vision/adaptive/1x/seed{seed}/result.json").read_text())
+    ckpt = torch.load(project / f"runs/vision/adaptive/1x/seed{seed}/model.pt", weights_only=False)
+    metrics = json.loads((project / f"metrics/vision/adaptive/1x/{seed}.json").read_text())
     return {k: v for k, v in result.items() if k not in TIMING}, ckpt["model"], metrics
 
 
@@ -61,7 +62,7 @@ def test_sigkill_mid_run_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     stage(ref, "evaluate", "vision", "adaptive")
 
     work = make_project(tmp_path / "work")
-    state = work / "runs/.resume/vision/adaptive/seed1.pt"
+    state = work / "runs/.resume/vision/adaptive/1x/seed1.pt"
     proc = stage(work, "train", "vision", "adaptive", popen=True)
     deadline = time.monotonic() + 300
     while not state.exists():  # seed 0 is done and seed 1 has finished an epoch
@@ -73,12 +74,13 @@ def test_sigkill_mid_run_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (work / "live/vision/adaptive/seed1/result.json").exists()  # it really was cut short
+    assert not (work / "live/vision/adaptive/1x/seed1/result.json").exists()  # it really was cut short
 
     rerun = stage(work, "train", "vision", "adaptive").stdout
-    assert "[vision/adaptive seed 0] resumed after epoch 6 (finished: rewriting its outputs)" in rerun
-    assert "[vision/adaptive seed 1] resumed after epoch" in rerun
-    assert not (work / "runs/.resume/vision/adaptive").exists()  # cleaned once the cell is done
+    assert "[vision/adaptive 1x seed 0] resumed after epoch 6 (finished: rewriting its outputs)" in rerun
+    assert "[vision/adaptive 1x seed 1] resumed after epoch" in rerun
+    # finished runs keep their (slim) state: a later re-run of the cell rewrites them without training
+    assert all(torch.load(state.parent / f"seed{k}.pt", weights_only=False)["done"] for k in (0, 1))
     stage(work, "evaluate", "vision", "adaptive")
 
     for seed in (0, 1):
@@ -91,8 +93,8 @@ def test_sigkill_mid_run_then_rerun_ends_like_an_uninterrupted_run(tmp_path):
             assert got_metrics[k] == want_metrics[k], k
         # the dvclive curves were continued, not restarted: one row per epoch, the same values
         for curve in ("val/loss.tsv", "lr.tsv", "train/loss.tsv"):
-            want = (ref / f"live/vision/adaptive/seed{seed}/plots/metrics/{curve}").read_text()
-            got = (work / f"live/vision/adaptive/seed{seed}/plots/metrics/{curve}").read_text()
+            want = (ref / f"live/vision/adaptive/1x/seed{seed}/plots/metrics/{curve}").read_text()
+            got = (work / f"live/vision/adaptive/1x/seed{seed}/plots/metrics/{curve}").read_text()
             assert got == want, curve
     assert len(want_result["val_loss"]) == 6
 
