@@ -26,9 +26,9 @@ What it runs, per task (vision, text, speech), in a fresh process of its own:
    ``--repeats``, a grid of one multiplier (1x) and one worker, ``--epochs`` epochs of
    ``--steps`` training steps in all (the data caps set so), and ``schedules.adaptive.probe_budget``
    raised to ``--probe-budget`` so the in-epoch probes run on so few steps (they start in epoch 2).
-4. Runs the lab's pipeline functions on a temporary root: ``pipeline.prepare``,
-   ``pipeline.train_cell`` (schedule ``--schedule``; ``train.train_one`` inside) and
-   ``pipeline.evaluate_cell`` (the best checkpoint on the test split).
+4. Runs the lab's pipeline functions on a temporary root: ``pipeline.prepare`` and
+   ``pipeline.train_cell`` (schedule ``--schedule``; ``train.train_one`` inside, then the best
+   checkpoint on the test split).
 
 What it measures: each training step's seconds (from the batch being handed out to the next one
 asked for: forward, backward, optimizer step and schedule, in-epoch probes taken out), the
@@ -566,6 +566,7 @@ def run_child(args: argparse.Namespace) -> int:
 
         from adaptive_lr import pipeline
         from adaptive_lr.config import load_params
+        from adaptive_lr.records import EvalRecord
         from adaptive_lr.usage import _reset_peak_rss, peak_rss_mb
 
         datasets.disable_progress_bars()  # the fixtures' writes; load_real turns them off for the reads too
@@ -598,9 +599,10 @@ def run_child(args: argparse.Namespace) -> int:
         t = time.perf_counter()
         runs = pipeline.train_cell(params, task, args.schedule, root)
         result["train_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        records = pipeline.evaluate_cell(params, task, args.schedule, root)
-        result["evaluate_s"] = time.perf_counter() - t
+        records = [
+            EvalRecord.from_json(pipeline.run_paths(root, task, args.schedule, m, seed).metrics, "train")
+            for m, seed in runs
+        ]
         result["peak_rss_mb"] = max(sampler.stop(), peak_rss_mb())  # VmHWM: since train_one's reset
         sampler = None
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
@@ -869,7 +871,7 @@ def report(args: argparse.Namespace, results: dict[str, dict], scratch: Path) ->
         if r.get("ok"):
             lines.append(
                 f"  {task}: {r.get('fixture', '')}; prepared {r.get('sizes')}; prepare {fmt(r.get('prepare_s'))} s, "
-                f"train {fmt(r.get('train_s'))} s, evaluate {fmt(r.get('evaluate_s'))} s, "
+                f"train and test {fmt(r.get('train_s'))} s, "
                 f"process {fmt(r.get('wall_s'))} s; model folder {fmt(r.get('model_dir_mb'))} MB"
             )
     for task, r in results.items():
@@ -972,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--schedule {args.schedule!r}: not in params.yaml ({', '.join(params.schedules)})")
     spe = steps_per_epoch(args)
     print("full_smoke: profile full's code path offline: local parquet in the hub schemas, real architectures at")
-    print("random weights, pipeline.prepare -> train_cell -> evaluate_cell, one process per task")
+    print("random weights, pipeline.prepare -> train_cell (train, then test), one process per task")
     print(
         f"run: {'TINY models and inputs' if args.tiny else 'real sizes'}; schedule {args.schedule}, {args.epochs} "
         f"epoch(s) x {spe} step(s), {args.repeats} seed(s), threads {args.threads}, device {args.device}, "

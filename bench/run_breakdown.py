@@ -12,9 +12,9 @@ it (schedule ``fixed`` or ``--schedule``, the resume state written after every e
 * ``val``: end-of-epoch validation; ``probes`` and ``sched``: in-epoch probes and schedule logic;
 * ``resume``: writing the per-epoch resume states (``RunResult.checkpoint_seconds``);
 
-and ``test``: loading the best checkpoint and evaluating it on the test split, as the evaluate stage
+and ``test``: loading the best checkpoint and evaluating it on the test split, as the train stage
 does. ``run total`` is setup + train + val + probes + sched + resume + test; a stage pays the process
-start once for all the runs it trains (a grid cell trains 15-19 runs in two worker processes).
+start once for all the runs it trains (a task's ~160 runs, in two worker processes).
 
 Run: ``python bench/run_breakdown.py`` (every task, 1 repeat; about 1 min here); ``--tasks vision``.
 """
@@ -56,7 +56,7 @@ def process_start(task: str, repeats: int) -> float:
 
 
 def one_run(task_name: str, params, schedule: str, data_dir: Path, scratch: Path, i: int) -> dict[str, float]:
-    """One run as the train stage makes it, then its test evaluation as the evaluate stage makes it."""
+    """One run as the train stage makes it, then its test evaluation (which the train stage makes right after)."""
     cfg = params.tasks[task_name]
     task = get_task(task_name, cfg)
     start = time.perf_counter()

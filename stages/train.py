@@ -1,4 +1,5 @@
-"""DVC stage train@<task>-<schedule>: train every seed; checkpoints in runs/, dvclive curves in live/."""
+"""DVC stage train@<task>: every run of every schedule and ablation; checkpoints in runs/, dvclive curves in
+live/, test metrics of each best checkpoint in metrics/."""
 
 import sys
 from pathlib import Path
@@ -10,6 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from adaptive_lr.pipeline import load_params, main_args, run_stage, train_stage
 
 if __name__ == "__main__":
-    task, schedule = main_args(sys.argv[1:], ("task", "schedule"), "python stages/train.py <task> <schedule>")
+    (task,) = main_args(sys.argv[1:], ("task",), "python stages/train.py <task>")
     # tasks.<task>.nproc > 1: re-runs this script through torchrun (one DDP run of nproc processes)
-    run_stage(lambda: train_stage(load_params(), task, schedule, __file__))
+    run_stage(lambda: train_stage(load_params(), task, __file__))

@@ -27,7 +27,7 @@ from adaptive_lr import files
 from adaptive_lr.compare import collect, to_markdown
 from adaptive_lr.config import Grid, Params, TaskConfig, load_params
 from adaptive_lr.errors import DataError
-from adaptive_lr.pipeline import evaluate_cell, producer, run_stage
+from adaptive_lr.pipeline import producer, run_stage, train_task
 from adaptive_lr.records import EvalRecord, RunResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ def write_params(folder: Path, mutate=None) -> Path:
 def tiny(raw: dict, **common) -> None:
     """The vision task alone, small enough to prepare, train and evaluate in seconds; schedule fixed alone."""
     vision = raw["tasks"]["vision"]
+    vision.pop("lr")  # common.lr, which ``common`` may set
     vision.update(epochs=1, data={"n_train": 120, "n_test": 60}, model={"width": 8})
     raw["tasks"] = {"vision": vision}
     raw["common"].update(seeds=[0], batch_size=16, threads=1, **common)
@@ -89,13 +90,13 @@ def tiny(raw: dict, **common) -> None:
     [
         (("prepare", "vision"), lambda r: r["common"].update(lr=0), "error: common.lr = 0.0: must be > 0"),
         (
-            ("train", "vision", "fixed"),
+            ("train", "vision"),
             lambda r: r["schedules"]["plateau"].update(min_lr=0.01),
-            "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (common.lr = 0.001); "
+            "error: schedules.plateau.min_lr = 0.01: above the initial LR of task vision (tasks.vision.lr = 0.003); "
             "must not exceed it",
         ),
         (
-            ("evaluate", "vision", "adaptive"),
+            ("train", "vision"),
             lambda r: r["tasks"]["vision"]["data"].update(nosie=0.3),
             "error: tasks.vision.data.nosie: unknown key; known keys: "
             "n_test, n_train, noise, distractor, clutter, max_rotation, min_scale, size, max_examples",
@@ -122,12 +123,6 @@ def tiny(raw: dict, **common) -> None:
             "error: tasks.audio: unknown key; known keys: vision, text, speech",
         ),
         (("prepare", "audio"), None, "error: task 'audio': not in params.yaml tasks (vision, text, speech)"),
-        (
-            ("evaluate", "vision", "linear"),
-            None,
-            "error: schedule 'linear': not in params.yaml schedules or ablations "
-            "(fixed, step, cosine, plateau, greedy, schedulefree, prodigy, adaptive, adaptive_noraise",
-        ),
     ],
     ids=[
         "zero-lr",
@@ -138,7 +133,6 @@ def tiny(raw: dict, **common) -> None:
         "speech-words",
         "unknown-task-key",
         "unknown-task-arg",
-        "unknown-schedule-arg",
     ],
 )
 def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, expected):
@@ -149,7 +143,7 @@ def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, e
 
 def test_params_that_are_no_yaml_stop_the_stage_with_one_line(tree, tmp_path):
     (tmp_path / "params.yaml").write_text("common:\n  lr: 1.0e-3\n   batch_size: 3\n")
-    line = error_line(stage(tree, tmp_path, "train", "vision", "fixed"))
+    line = error_line(stage(tree, tmp_path, "train", "vision"))
     assert line == "error: params.yaml: not valid YAML at line 3 (mapping values are not allowed here)"
 
 
@@ -168,11 +162,11 @@ def test_an_empty_params_yaml_says_it_is_empty(tree, tmp_path, text):
 
 @pytest.fixture(scope="module")
 def diverged(tree, tmp_path_factory) -> tuple[Path, dict]:
-    """prepare, train, evaluate and compare on tiny data with an LR that makes the first epoch diverge."""
+    """prepare, train (and test) and compare on tiny data with an LR that makes the first epoch diverge."""
     root = tmp_path_factory.mktemp("pipeline")
     write_params(root, lambda r: tiny(r, lr=1e30))
     procs = {}
-    for args in (("prepare", "vision"), ("train", "vision", "fixed"), ("evaluate", "vision", "fixed"), ("compare",)):
+    for args in (("prepare", "vision"), ("train", "vision"), ("compare",)):
         procs[args[0]] = stage(tree, root, *args)
         assert procs[args[0]].returncode == 0, procs[args[0]].stderr
     return root, procs
@@ -227,46 +221,34 @@ def _truncate(path: Path) -> None:
     [
         (
             lambda root: (root / "data/vision/train.pt").unlink(),
-            ("train", "vision", "fixed"),
+            ("train", "vision"),
             r"error: data/vision/train\.pt: prepared data missing; run `dvc repro prepare@vision`",
         ),
         (
             lambda root: _truncate(root / "data/vision/test.pt"),
-            ("evaluate", "vision", "fixed"),
+            ("train", "vision"),
             r"error: data/vision/test\.pt: unreadable \(PytorchStreamReader failed .+\); "
             r"run `dvc repro -f prepare@vision`",
         ),
         (
-            lambda root: (root / "live/vision/fixed/1x/seed0/result.json").unlink(),
-            ("evaluate", "vision", "fixed"),
-            r"error: live/vision/fixed/1x/seed0/result\.json: missing; run `dvc repro train@vision-fixed`",
-        ),
-        (
-            lambda root: (root / "runs/vision/fixed/1x/seed0/model.pt").write_bytes(b"not a checkpoint"),
-            ("evaluate", "vision", "fixed"),
-            r"error: runs/vision/fixed/1x/seed0/model\.pt: unusable \(.+\); run `dvc repro -f train@vision-fixed`",
-        ),
-        (
             lambda root: (root / "metrics/vision/fixed/1x/0.json").unlink(),
             ("compare",),
-            r"error: metrics/vision/fixed/1x/0\.json: missing; run `dvc repro evaluate@vision-fixed`",
+            r"error: metrics/vision/fixed/1x/0\.json: missing; run `dvc repro train@vision`",
         ),
         (
             lambda root: _truncate(root / "metrics/vision/fixed/1x/0.json"),
             ("compare",),
-            r"error: metrics/vision/fixed/1x/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
+            r"error: metrics/vision/fixed/1x/0\.json: unreadable JSON \(.+\); run `dvc repro -f train@vision`",
         ),
         (
             lambda root: (root / "live/vision/fixed/1x/seed0/result.json").write_text("[]"),
             ("compare",),
-            r"error: live/vision/fixed/1x/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision-fixed`",
+            r"error: live/vision/fixed/1x/seed0/result\.json: not a JSON object; run `dvc repro -f train@vision`",
         ),
     ],
     ids=[
         "train-data-missing",
         "test-data-truncated",
-        "train-result-missing",
-        "checkpoint-corrupt",
         "metrics-missing",
         "metrics-truncated",
         "train-result-not-an-object",
@@ -295,11 +277,11 @@ def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):
     "leftover, args",
     [
         ("data/.vision.k1ll3d/train.pt", ("prepare", "vision")),
-        ("metrics/vision/fixed/1x/.0.json.k1ll3d.tmp", ("evaluate", "vision", "fixed")),
+        ("metrics/vision/fixed/1x/.0.json.k1ll3d.tmp", ("train", "vision")),
         ("metrics/.comparison.json.k1ll3d.tmp", ("compare",)),
         ("plots/.overhead.png.k1ll3d.tmp", ("compare",)),
     ],
-    ids=["prepare-folder", "evaluate-metrics", "compare-metrics", "compare-plots"],
+    ids=["prepare-folder", "train-metrics", "compare-metrics", "compare-plots"],
 )
 def test_the_next_run_of_a_stage_removes_what_a_killed_run_of_it_left(tree, diverged, tmp_path, leftover, args):
     """A kill between the temporary file (or folder) and its rename leaves it behind; the next run removes it."""
@@ -312,19 +294,6 @@ def test_the_next_run_of_a_stage_removes_what_a_killed_run_of_it_left(tree, dive
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".vision.")]
 
 
-def test_a_best_epoch_without_its_checkpoint_says_to_retrain(diverged, tmp_path, monkeypatch):
-    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
-    result = tmp_path / "live/vision/fixed/1x/seed0/result.json"
-    result.write_text(json.dumps({**json.loads(result.read_text()), "best_epoch": 1, "best_val_loss": 2.3}))
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(
-        DataError,
-        match=r"^runs/vision/fixed/1x/seed0/model.pt: missing \(the run has a best epoch, 1\); "
-        r"run `dvc repro train@vision-fixed`$",
-    ):
-        evaluate_cell(load_params(), "vision", "fixed")
-
-
 def test_prepared_data_of_another_layout_says_to_reprepare(diverged, tmp_path, monkeypatch):
     shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
     torch.save({"ids": [], "y": torch.zeros(0)}, tmp_path / "data/vision/test.pt")  # what prepare@text writes
@@ -334,13 +303,15 @@ def test_prepared_data_of_another_layout_says_to_reprepare(diverged, tmp_path, m
         match=r"^data/vision/test.pt: not what prepare@vision writes \(no x, mean, std, render\); "
         r"run `dvc repro -f prepare@vision`$",
     ):
-        evaluate_cell(load_params(), "vision", "fixed")
+        train_task(load_params(), "vision")
 
 
-def test_ablation_outputs_name_their_own_stages():
-    assert producer(Path("live/text/adaptive_nosig/1x/seed1/result.json")) == "train_ablation@text-adaptive_nosig"
-    assert producer(Path("metrics/text/adaptive_nosig/1x/1.json")) == "evaluate_ablation@text-adaptive_nosig"
-    assert producer(Path("runs/speech/cosine/0.3x/seed0/model.pt")) == "train@speech-cosine"
+def test_outputs_name_the_stage_that_writes_them():
+    assert producer(Path("live/text/adaptive_nosig/1x/seed1/result.json")) == "train@text"
+    assert producer(Path("metrics/text/adaptive_nosig/1x/1.json")) == "train@text"
+    assert producer(Path("runs/speech/cosine/0.3x/seed0/model.pt")) == "train@speech"
+    assert producer(Path("data/speech/test.parquet")) == "prepare@speech"
+    assert producer(Path("metrics/comparison.json")) is None
     assert producer(Path("params.yaml")) is None
     assert producer(Path("runs/.resume/vision/fixed/1x/seed0.pt")) is None
 

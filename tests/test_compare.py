@@ -283,7 +283,7 @@ def test_an_evaluated_record_keeps_the_layout_of_its_file(tmp_path):
     )
     assert list(diverged.to_dict()) == [k for k in keys if not k.startswith(("eval_", "test_samples"))]
     write_json(diverged.to_dict(), tmp_path / "1.json")
-    assert EvalRecord.from_json(tmp_path / "1.json", "evaluate@speech-cosine") == diverged
+    assert EvalRecord.from_json(tmp_path / "1.json", "train@speech") == diverged
 
 
 def test_committed_records_read_back_and_write_the_same_bytes(tmp_path):
@@ -299,18 +299,18 @@ def test_committed_records_read_back_and_write_the_same_bytes(tmp_path):
 @pytest.mark.parametrize(
     "damage, expected",
     [
-        (lambda p: p.unlink(), r"metrics/vision/fixed/1x/0\.json: missing; run `dvc repro evaluate@vision-fixed`"),
+        (lambda p: p.unlink(), r"metrics/vision/fixed/1x/0\.json: missing; run `dvc repro train@vision`"),
         (
             lambda p: p.write_text(p.read_text()[:40]),
-            r"metrics/vision/fixed/1x/0\.json: unreadable JSON \(.+\); run `dvc repro -f evaluate@vision-fixed`",
+            r"metrics/vision/fixed/1x/0\.json: unreadable JSON \(.+\); run `dvc repro -f train@vision`",
         ),
         (
             lambda p: p.write_text("[1, 2]"),
-            r"metrics/vision/fixed/1x/0\.json: not a JSON object; run `dvc repro -f evaluate@vision-fixed`",
+            r"metrics/vision/fixed/1x/0\.json: not a JSON object; run `dvc repro -f train@vision`",
         ),
         (
             lambda p: p.write_text(json.dumps({k: v for k, v in json.loads(p.read_text()).items() if k != "probes"})),
-            r"metrics/vision/fixed/1x/0\.json: lacks probes; run `dvc repro -f evaluate@vision-fixed`",
+            r"metrics/vision/fixed/1x/0\.json: lacks probes; run `dvc repro -f train@vision`",
         ),
     ],
     ids=["missing", "truncated", "a-list", "lacks-a-key"],
@@ -332,7 +332,7 @@ def test_a_bad_result_file_names_the_train_stage(synthetic):
     with pytest.raises(
         DataError,
         match=rf"1x/seed1/result\.json: lacks {lacks}; run `dvc repro -f "
-        r"train_ablation@vision-adaptive_noraise`$",
+        r"train@vision`$",
     ):
         collect(params, root)
 
@@ -587,7 +587,7 @@ def test_compare_writes_the_grid_outputs_summary_and_plots(study):
 def test_a_missing_extra_seed_at_the_tuned_point_names_the_stage(study):
     params, root = study
     (root / "metrics" / "vision" / "fixed" / "3x" / "4.json").unlink()  # fixed's tuned point
-    with pytest.raises(DataError, match=r"metrics/vision/fixed/3x/4\.json: missing; run `dvc repro evaluate@vision-"):
+    with pytest.raises(DataError, match=r"metrics/vision/fixed/3x/4\.json: missing; run `dvc repro train@vision`"):
         collect(params, root)
     (root / "metrics" / "vision" / "fixed" / "1x" / "2.json").write_text(
         (root / "metrics" / "vision" / "fixed" / "1x" / "1.json").read_text()

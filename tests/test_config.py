@@ -100,13 +100,13 @@ def test_full_profile_switches_to_real_sources(tmp_path):
             r"must not exceed it",
         ),
         (
-            lambda r: r["common"].update(lr=5e-7),
+            lambda r: (r["common"].update(lr=5e-7), r["tasks"]["vision"].pop("lr")),
             r"schedules.\w+.min_lr = 1e-06: above the initial LR of task vision \(common.lr = 5e-07\)",
         ),
         (
-            lambda r: r["schedules"]["cosine"].update(min_lr=5e-4),
-            r"schedules.cosine.min_lr = 0.0005: above the initial LR of task (text|speech) "
-            r"\(tasks.(text|speech).lr = 0.0003\)",
+            lambda r: r["schedules"]["cosine"].update(min_lr=2e-3),
+            r"schedules.cosine.min_lr = 0.002: above the initial LR of task (text|speech) "
+            r"\(tasks.(text|speech).lr = 0.001\)",
         ),
         (
             lambda r: r["tasks"].update(vision=dict(r["tasks"]["vision"], lr=1e-7)),
@@ -263,7 +263,7 @@ def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
     text = (
         (REPO / "params.yaml")
         .read_text()
-        .replace("lr: 3.0e-4            # a usual", "lr: 3e-05            # a usual", 1)
+        .replace("lr: 1.0e-3            # the grid's centre (1e-4", "lr: 3e-05            # the grid's centre (1e-4", 1)
     )
     assert "lr: 3e-05" in text
     path = tmp_path / "params.yaml"

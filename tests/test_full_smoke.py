@@ -2,7 +2,7 @@
 
 At --tiny the models and inputs are shrunk but every step is the real one: hub-schema parquet read
 through `source: local`, pretrained-style folders loaded with from_pretrained, pipeline.prepare,
-train_cell (adaptive, with probes) and evaluate_cell, one process per task.
+train_cell (adaptive, with probes; then the test split), one process per task.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_tiny_smoke_passes_every_task(tmp_path):
     assert "GPU-hours estimate inputs" in out.stdout
     # the pipeline really ran: probes in epoch 2, a test evaluation, speech's max_seconds filter and caps
     assert "validation probe(s) per epoch from epoch 2" in out.stdout
-    assert "[evaluate speech/adaptive/1x seed 0] test/wer" in out.stdout
+    assert re.search(r"\[train speech/adaptive/1x seed 0\] best val/loss .+; test/wer ", out.stdout)
     assert "prepared {'train': 32, 'val': 8, 'test': 8}" in out.stdout
     assert not list(tmp_path.iterdir())  # nothing left in the working folder
 

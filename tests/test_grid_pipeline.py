@@ -82,6 +82,33 @@ def test_adding_a_multiplier_trains_only_the_new_runs(tmp_path, capsys):
     assert grid["runs"] == [[1.0, 0]] and grid["tuned"] == 1.0
 
 
+def test_the_task_stage_trains_only_the_runs_whose_schedule_changed(tmp_path, capsys):
+    root = tmp_path / "p"
+
+    def params_with(gamma: float, schedules=("fixed", "step")):
+        path = tiny_params(root, multipliers=[1], extra_seeds=[])
+        raw = yaml.safe_load(path.read_text())
+        raw["schedules"] = {s: {**raw["schedules"][s], **({"gamma": gamma} if s == "step" else {})} for s in schedules}
+        raw["ablations"] = {}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return load_params(path)
+
+    params = params_with(0.1)
+    pipeline.prepare(params, "vision", root)
+    pipeline.train_task(params, "vision", root)
+    fixed = outcome(root, "fixed")
+    capsys.readouterr()
+    pipeline.train_task(params_with(0.5), "vision", root)
+    log = capsys.readouterr().out
+    assert "[vision/fixed 1x seed 0] resumed after epoch 2 (finished: rewriting its outputs)" in log
+    assert "[vision/step 1x seed 0] epoch  1/2" in log and "[vision/fixed 1x seed 0] epoch" not in log
+    assert same(outcome(root, "fixed"), fixed)
+    assert (root / "metrics/vision/step/1x/0.json").exists()
+    # a schedule taken out of params.yaml leaves no outputs behind
+    pipeline.train_task(params_with(0.5, schedules=("fixed",)), "vision", root)
+    assert {p.name for top in ("runs", "live", "metrics") for p in (root / top / "vision").iterdir()} == {"fixed"}
+
+
 def tracked_params(project: Path) -> dict[str, dict]:
     """For every stage DVC builds from dvc.yaml, the values of the params it depends on (DVC's own reading)."""
     from dvc.dependency.param import ParamsDependency
@@ -123,10 +150,8 @@ def project(tmp_path) -> Path:
 
 def test_each_stage_depends_only_on_the_params_it_reads(project):
     params = load_params(project / "params.yaml")
-    tasks, schedules = list(params.tasks), [s for s in params.schedules if s not in params.ablations]
-    names = set(tracked_params(project))
-    assert {f"train@{t}-{s}" for t in tasks for s in schedules} <= names  # the matrices read params.yaml
-    assert {f"train_ablation@{t}-{a}" for t in tasks for a in params.ablations} <= names
+    tasks = list(params.tasks)
+    assert set(tracked_params(project)) == {f"{s}@{t}" for s in ("prepare", "train") for t in tasks} | {"compare"}
 
     def full_epochs(raw):
         raw["profiles"]["full"]["tasks"]["vision"]["epochs"] = 77
@@ -145,21 +170,17 @@ def test_each_stage_depends_only_on_the_params_it_reads(project):
 
     assert edited(project, full_epochs) == set()  # another profile's block: nothing re-runs
     assert edited(project, target) == {"compare"}  # a target: compare only
-    assert edited(project, greedy) == {f"train@{t}-greedy" for t in tasks}  # (evaluate follows through its deps)
-    assert edited(project, vision_lr) == {
-        "prepare@vision",
-        *(f"{stage}@vision-{s}" for stage in ("train", "evaluate") for s in schedules),
-        *(f"{stage}@vision-{a}" for stage in ("train_ablation", "evaluate_ablation") for a in params.ablations),
-        "compare",
-    }
-    # a multiplier (or a seed): every train cell re-runs, and trains only the new runs (test above)
-    assert {n for n in edited(project, multiplier) if not n.startswith(("train@", "train_ablation@"))} == {"compare"}
+    # a schedule's knob: every task's train stage re-runs, and trains only that schedule's runs (test above)
+    assert edited(project, greedy) == {f"train@{t}" for t in tasks}
+    assert edited(project, vision_lr) == {"prepare@vision", "train@vision", "compare"}
+    # a multiplier (or a seed): every train stage re-runs, and trains only the new runs (test above)
+    assert edited(project, multiplier) == {f"train@{t}" for t in tasks} | {"compare"}
 
 
 def test_dvc_yaml_matrices_and_plots_follow_params(project):
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    assert spec["stages"]["train"]["matrix"] == {"task": "${tasks}", "schedule": "${schedules}"}
-    assert spec["stages"]["train_ablation"]["matrix"] == {"task": "${tasks}", "ablation": "${ablations}"}
+    assert spec["stages"]["train"]["matrix"] == {"task": "${tasks}"}
+    assert spec["stages"]["prepare"]["matrix"] == {"task": "${tasks}"}
     params = load_params(REPO / "params.yaml")
     schedules = [s for s in params.schedules if s not in params.ablations]
     # compare reads every task's metrics folder

@@ -20,9 +20,10 @@ from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.errors import DataError
 from adaptive_lr.files import write_json
 from adaptive_lr.grid import DEFAULT, mult_dir, runs_of, select_tuned
-from adaptive_lr.records import EvalRecord, RunResult, read_json_object
+from adaptive_lr.records import EvalRecord, RunResult
 from adaptive_lr.scheduler import load_changing_state
 from adaptive_lr.tasks import get_task
+from adaptive_lr.tasks.base import Task
 from adaptive_lr.train import evaluate, resolve_device, train_one
 
 DATA, RUNS, LIVE, METRICS, PLOTS = Path("data"), Path("runs"), Path("live"), Path("metrics"), Path("plots")
@@ -58,17 +59,14 @@ def cell_config(params: Params, task: str, schedule: str) -> TaskConfig:
 
 def producer(path: Path) -> str | None:
     """The DVC stage that writes ``path`` (relative to the repository root); None outside the pipeline's folders."""
-    from adaptive_lr.schedules import REGISTRY
-
     parts = Path(path).parts
     if len(parts) < 2 or parts[1].startswith("."):  # a stage's temporary or resume files: no stage's output
         return None
     if parts[0] == DATA.name:
         return f"prepare@{parts[1]}"
     if len(parts) >= 3 and parts[0] in (RUNS.name, LIVE.name, METRICS.name):
-        stage = "evaluate" if parts[0] == METRICS.name else "train"
-        # the ablations of adaptive are cells of their own stages (dvc.yaml: train_ablation, evaluate_ablation)
-        return f"{stage}{'' if parts[2] in REGISTRY else '_ablation'}@{parts[1]}-{parts[2]}"
+        # train@<task> writes every run's checkpoint (runs/), curves (live/) and test metrics (metrics/)
+        return f"train@{parts[1]}"
     return None
 
 
@@ -118,36 +116,67 @@ class RunJob:
     def where(self) -> str:
         return f"{self.task}/{self.schedule}/{mult_dir(self.multiplier)}"
 
-    def dirs(self) -> tuple[Path, Path, Path]:
-        """Checkpoint folder, dvclive folder, resume state of the run."""
-        rel = Path(self.task) / self.schedule / mult_dir(self.multiplier)
-        return (
-            self.root / RUNS / rel / f"seed{self.seed}",
-            self.root / LIVE / rel / f"seed{self.seed}",
-            self.root / RUNS / RESUME / rel / f"seed{self.seed}.pt",
-        )
+    @property
+    def initial_lr(self) -> float:
+        """The run's initial LR: the multiplier times the task's LR, or times the schedule's own (Prodigy's lr)."""
+        own = getattr(self.knobs, "lr", None)
+        return self.cfg.lr if own is None else float(own) * self.multiplier
+
+    def dirs(self) -> RunPaths:
+        return run_paths(self.root, self.task, self.schedule, self.multiplier, self.seed)
 
 
-def run_job(job: RunJob) -> RunResult:
-    """Train one run (or rewrite the outputs of a finished one from its kept state: no training)."""
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run's files go: checkpoint folder, dvclive folder, test metrics, resume state."""
+
+    run: Path
+    live: Path
+    metrics: Path
+    resume: Path
+
+
+def run_paths(root: Path, task: str, schedule: str, multiplier: float, seed: int) -> RunPaths:
+    """The files of run (``multiplier``, ``seed``) of cell ``task`` x ``schedule`` under ``root``."""
+    rel = Path(task) / schedule / mult_dir(multiplier)
+    return RunPaths(
+        run=root / RUNS / rel / f"seed{seed}",
+        live=root / LIVE / rel / f"seed{seed}",
+        metrics=root / METRICS / rel / f"{seed}.json",
+        resume=root / RUNS / RESUME / rel / f"seed{seed}.pt",
+    )
+
+
+def run_job(job: RunJob) -> tuple[RunResult, EvalRecord | None]:
+    """Train one run (or rewrite the outputs of a finished one from its kept state: no training), then test it.
+
+    The test split is read only here, after training, to evaluate the run's best checkpoint (the one
+    chosen on validation) into metrics/<task>/<schedule>/<mult>x/<seed>.json; nothing that training
+    or the choice of the tuned multiplier reads comes from it.
+    """
     _threads(job.cfg)
-    run_dir, live_dir, resume_path = job.dirs()
+    paths = job.dirs()
     if distributed.is_main():
-        for d in (run_dir, live_dir):
+        for d in (paths.run, paths.live):
             shutil.rmtree(d, ignore_errors=True)
-    return train_one(
-        get_task(job.task, job.cfg),
+        paths.metrics.unlink(missing_ok=True)
+    task = get_task(job.task, job.cfg)
+    result = train_one(
+        task,
         job.cfg,
         job.schedule,
         job.knobs,
         job.seed,
         job.root / DATA / job.task,
-        run_dir,
-        live_dir,
+        paths.run,
+        paths.live,
         log,
-        resume_path=resume_path,
+        resume_path=paths.resume,
         multiplier=job.multiplier,
     )
+    if not distributed.is_main():
+        return result, None
+    return result, test_run(job, task, result)
 
 
 def _start_worker(src: str) -> None:
@@ -192,16 +221,18 @@ class Workers:
                 future.cancel()
 
 
-def train_jobs(workers: Workers, jobs: list[RunJob], tag: str) -> dict[tuple[float, int], RunResult]:
-    """Train ``jobs`` with ``workers``; their results by (multiplier, seed)."""
-    out: dict[tuple[float, int], RunResult] = {}
+def train_jobs(workers: Workers, jobs: list[RunJob], tag: str) -> dict[tuple[str, float, int], RunResult]:
+    """Train and test ``jobs`` with ``workers``; their training results by (schedule, multiplier, seed)."""
+    out: dict[tuple[str, float, int], RunResult] = {}
 
-    def done(job: RunJob, r: RunResult) -> None:
-        out[(job.multiplier, job.seed)] = r
-        if distributed.is_main():
+    def done(job: RunJob, pair: tuple[RunResult, EvalRecord | None]) -> None:
+        r, record = pair
+        out[(job.schedule, job.multiplier, job.seed)] = r
+        if record is not None:
             log(
                 f"[train {job.where} seed {job.seed}] best val/loss {r.best_val_loss:.4f} at epoch {r.best_epoch}, "
-                f"{r.epochs_run} epochs, {r.usage.get('wall_seconds', 0.0):.1f}s ({len(out)}/{len(jobs)} of {tag})"
+                f"{r.epochs_run} epochs, {r.usage.get('wall_seconds', 0.0):.1f}s; test/{record.metric} "
+                f"{_rounded(record.test_metric)} ({len(out)}/{len(jobs)} of {tag})"
             )
 
     workers.run(run_job, jobs, done)
@@ -223,43 +254,66 @@ def base_lr(cfg: TaskConfig, knobs: Any) -> float:
     return float(getattr(knobs, "lr", cfg.lr))
 
 
-def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> dict[tuple[float, int], RunResult]:
-    """Train one task x schedule cell over the grid; checkpoints under runs/, curves under live/.
+def train_cells(
+    params: Params, task: str, schedules: list[str], root: Path = Path(".")
+) -> dict[str, dict[tuple[float, int], RunResult]]:
+    """Train cells ``task`` x each of ``schedules`` over the grid, in one pool of ``grid.workers`` processes.
 
-    First ``common.seeds`` at every multiplier and ``grid.extra_seeds`` at 1x (an ablation of adaptive: 1x and
-    ``common.seeds`` only); then the tuned
-    multiplier (lowest mean best validation loss over ``common.seeds``: :func:`grid.select_tuned`)
-    gets ``grid.extra_seeds`` too. ``live/<task>/<schedule>/grid.json`` records the runs and the tuned
-    point. A finished run's state is kept under runs/.resume (outside the stage's outputs), so a
-    re-run after adding a seed or a multiplier trains only the new runs and rewrites the others.
-    Under torchrun every rank runs this (the runs one after another); only rank 0 writes the outputs.
+    Each run writes its best checkpoint under runs/, its curves under live/ and its test metrics under
+    metrics/ (:func:`run_job`). Per cell: first ``common.seeds`` at every multiplier and ``grid.extra_seeds``
+    at 1x (an ablation of adaptive: 1x and ``common.seeds`` only); then the tuned multiplier (lowest mean best
+    validation loss over ``common.seeds``: :func:`grid.select_tuned`) gets ``grid.extra_seeds`` too.
+    ``live/<task>/<schedule>/grid.json`` records the cell's runs and its tuned point. A finished run's
+    state is kept under runs/.resume (outside the stage's outputs), so a re-run after adding a seed, a
+    multiplier or a schedule, or after changing one schedule's knobs, trains only the new or changed runs
+    and rewrites the others from their states. Under torchrun every rank runs this (the runs one after
+    another); only rank 0 writes the outputs.
     """
-    cfg = cell_config(params, task, schedule)
-    knobs = params.schedules[schedule]
-    mults = cell_multipliers(params, schedule)
+    cfg = task_config(params, task)
+    for schedule in schedules:
+        cell_config(params, task, schedule)
     workers = params.grid.workers if cfg.nproc == 1 else 1
 
-    def jobs(pairs) -> list[RunJob]:
+    def jobs(schedule: str, pairs) -> list[RunJob]:
+        knobs = params.schedules[schedule]
         return [RunJob(task, schedule, replace(cfg, lr=cfg.lr * m), knobs, m, seed, root) for m, seed in pairs]
 
-    tag = f"{task}/{schedule}"
-    extra = cell_extra_seeds(params, schedule)
-    first = runs_of(mults, cfg.seeds, extra, None)
-    log(f"[train {tag}] {len(first)} runs at {', '.join(map(mult_dir, mults))} ({workers} worker(s))")
+    mults = {s: cell_multipliers(params, s) for s in schedules}
+    extra = {s: cell_extra_seeds(params, s) for s in schedules}
+    first = [job for s in schedules for job in jobs(s, runs_of(mults[s], cfg.seeds, extra[s], None))]
+    log(
+        f"[train {task}] {len(first)} runs of {len(schedules)} schedule(s), then more seeds at each one's tuned "
+        f"multiplier ({workers} worker(s))"
+    )
+    if distributed.is_main():  # every run writes its test metrics again; nothing else stays there
+        for schedule in schedules:
+            shutil.rmtree(root / METRICS / task / schedule, ignore_errors=True)
+    tuned: dict[str, float] = {}
     with Workers(workers) as pool:
-        results = train_jobs(pool, jobs(first), tag)
-        tuned = select_tuned({m: [results[(m, s)].best_val_loss for s in cfg.seeds] for m in mults})
-        more = [pair for pair in runs_of(mults, cfg.seeds, extra, tuned) if pair not in results]
-        log(f"[train {tag}] tuned on validation: {mult_dir(tuned)}; {len(more)} more run(s) there")
-        results |= train_jobs(pool, jobs(more), tag)
+        done = train_jobs(pool, first, task)
+        results = {s: {(m, seed): r for (name, m, seed), r in done.items() if name == s} for s in schedules}
+        more = []
+        for s in schedules:
+            tuned[s] = select_tuned({m: [results[s][(m, seed)].best_val_loss for seed in cfg.seeds] for m in mults[s]})
+            pairs = [pair for pair in runs_of(mults[s], cfg.seeds, extra[s], tuned[s]) if pair not in results[s]]
+            log(f"[train {task}/{s}] tuned on validation: {mult_dir(tuned[s])}; {len(pairs)} more run(s) there")
+            more += jobs(s, pairs)
+        for (name, m, seed), r in train_jobs(pool, more, task).items():
+            results[name][(m, seed)] = r
     distributed.world_from_env().barrier()
     if distributed.is_main():
-        runs = [[m, s] for m, s in results]
-        write_json(
-            {"base_lr": base_lr(cfg, knobs), "multipliers": list(mults), "tuned": tuned, "runs": runs},
-            root / LIVE / task / schedule / GRID_FILE,
-        )
-        _remove_other_runs(root, task, schedule, {(mult_dir(m), f"seed{s}") for m, s in results})
+        for s in schedules:
+            runs = [[m, seed] for m, seed in results[s]]
+            write_json(
+                {
+                    "base_lr": base_lr(cfg, params.schedules[s]),
+                    "multipliers": list(mults[s]),
+                    "tuned": tuned[s],
+                    "runs": runs,
+                },
+                root / LIVE / task / s / GRID_FILE,
+            )
+            _remove_other_runs(root, task, s, {(mult_dir(m), f"seed{seed}") for m, seed in results[s]})
     return results
 
 
@@ -272,65 +326,71 @@ def _remove_other_runs(root: Path, task: str, schedule: str, keep: set[tuple[str
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def train_stage(params: Params, task: str, schedule: str, script: str) -> None:
-    """The train stage: :func:`train_cell` in this process, or ``script`` through torchrun.
+def train_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> dict[tuple[float, int], RunResult]:
+    """Train one task x schedule cell (:func:`train_cells`); its results by (multiplier, seed)."""
+    return train_cells(params, task, [schedule], root)[schedule]
+
+
+def train_task(params: Params, task: str, root: Path = Path(".")) -> dict[str, dict[tuple[float, int], RunResult]]:
+    """The train stage of ``task``: every schedule and ablation of params.yaml (:func:`train_cells`).
+
+    Cells of schedules no longer in params.yaml are removed from runs/, live/ and metrics/.
+    """
+    names = list(params.schedules)
+    results = train_cells(params, task, names, root)
+    if distributed.is_main():
+        for top in (RUNS, LIVE, METRICS):
+            for old in (root / top / task).glob("*"):
+                if old.is_dir() and old.name not in names:
+                    shutil.rmtree(old, ignore_errors=True)
+    return results
+
+
+def train_stage(params: Params, task: str, script: str) -> None:
+    """The train stage of ``task``: :func:`train_task` in this process, or ``script`` through torchrun.
 
     With ``nproc`` > 1 and no torchrun around us yet, ``script`` (stages/train.py) is started
     again by ``torchrun --standalone --nproc_per_node=<nproc>`` with the same arguments; each of
-    those processes then runs :func:`train_cell` as a rank of one DDP run.
+    those processes then runs :func:`train_task`, every run as one DDP run of all the ranks.
     """
     cfg = task_config(params, task)
     if not distributed.needs_launch(cfg.nproc):
         try:
-            train_cell(params, task, schedule)
+            train_task(params, task)
         finally:
             distributed.shutdown()  # leave the process group train_one joined (if any)
         return
-    command = distributed.torchrun_command(cfg.nproc, [script, task, schedule])
-    log(f"[train {task}/{schedule}] {cfg.nproc} processes: {' '.join(command)}")
-    code = distributed.launch(cfg.nproc, [script, task, schedule])
+    command = distributed.torchrun_command(cfg.nproc, [script, task])
+    log(f"[train {task}] {cfg.nproc} processes: {' '.join(command)}")
+    code = distributed.launch(cfg.nproc, [script, task])
     if code != 0:
         raise SystemExit(code)
 
 
-@dataclass(frozen=True)
-class EvalJob:
-    """The test evaluation of one run's best checkpoint."""
-
-    task: str
-    schedule: str
-    cfg: TaskConfig
-    multiplier: float
-    seed: int
-    lr: float  # the run's initial LR
-    root: Path
+def _rounded(value: float | None) -> float | None:
+    return value if value is None else round(value, 4)
 
 
-def evaluate_run(job: EvalJob) -> EvalRecord:
-    """Test metrics of one run's best checkpoint, written to metrics/<task>/<schedule>/<mult>x/<seed>.json."""
-    _threads(job.cfg)
-    t = get_task(job.task, job.cfg)
-    device = resolve_device(job.cfg.device)
+def test_run(job: RunJob, task: Task, train: RunResult) -> EvalRecord:
+    """Test metrics of the run's best checkpoint (read back from its file), written to its metrics file."""
+    paths = job.dirs()
     stage = producer(RUNS / job.task / job.schedule)
-    test = t.load(job.root / DATA / job.task, "test")  # read first: a bad test split is named even without a checkpoint
-    rel = Path(job.task) / job.schedule / mult_dir(job.multiplier)
-    ckpt_path = job.root / RUNS / rel / f"seed{job.seed}" / "model.pt"
-    train = RunResult.from_json(job.root / LIVE / rel / f"seed{job.seed}" / "result.json", stage)
-    if train.best_epoch and not ckpt_path.exists():
-        raise DataError(f"{ckpt_path}: missing (the run has a best epoch, {train.best_epoch}); run `dvc repro {stage}`")
+    test = task.load(job.root / DATA / job.task, "test")
+    ckpt_path = paths.run / "model.pt"
     # diverged before any finite validation loss: no checkpoint, nothing to evaluate
     tested: dict = {"test_loss": None, "test_metric": None}
     if ckpt_path.exists():
         torch.manual_seed(job.seed)
-        model = t.build_model()
+        model = task.build_model()
         try:
             load_changing_state(model, torch.load(ckpt_path, weights_only=False)["model"])
-        except Exception as exc:  # truncated, foreign, or from another model size
+        except Exception as exc:  # truncated or from another model size
             why = " ".join(str(exc).split())[:200]
             raise DataError(f"{ckpt_path}: unusable ({why}); run `dvc repro -f {stage}`") from exc
+        device = resolve_device(job.cfg.device)
         model.to(device)
-        batches = t.batches(test, job.cfg.batch_size, False, torch.Generator().manual_seed(0))
-        ev = evaluate(t, model, batches, device, job.cfg.amp)
+        batches = task.batches(test, job.cfg.batch_size, False, torch.Generator().manual_seed(0))
+        ev = evaluate(task, model, batches, device, job.cfg.amp)
         tested = {
             "test_loss": ev.loss,
             "test_metric": ev.metric,
@@ -344,45 +404,12 @@ def evaluate_run(job: EvalJob) -> EvalRecord:
         schedule=job.schedule,
         seed=job.seed,
         multiplier=job.multiplier,
-        lr=job.lr,
-        metric=t.metric,
+        lr=job.initial_lr,
+        metric=task.metric,
         **tested,
     )
-    write_json(record.to_dict(), job.root / METRICS / rel / f"{job.seed}.json")
+    write_json(record.to_dict(), paths.metrics)
     return record
-
-
-def evaluate_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[EvalRecord]:
-    """Test-split metrics of each run's best checkpoint into metrics/<task>/<schedule>/<mult>x/<seed>.json.
-
-    The runs are the ones the train stage recorded in live/<task>/<schedule>/grid.json; ``grid.workers``
-    processes evaluate them side by side.
-    """
-    cfg = cell_config(params, task, schedule)
-    _threads(cfg)
-    stage = producer(RUNS / task / schedule)
-    path = root / LIVE / task / schedule / GRID_FILE
-    cell = read_json_object(path, stage)
-    try:
-        runs = [(float(m), int(seed)) for m, seed in cell["runs"]]
-        base = float(cell["base_lr"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a grid record ({exc}); run `dvc repro -f {stage}`") from exc
-    shutil.rmtree(root / METRICS / task / schedule, ignore_errors=True)  # other runs' files, leftovers
-    jobs = [EvalJob(task, schedule, cfg, m, seed, base * m, root) for m, seed in runs]
-    out: dict[tuple[float, int], EvalRecord] = {}
-
-    def done(job: EvalJob, record: EvalRecord) -> None:
-        out[(job.multiplier, job.seed)] = record
-        value, loss = record.test_metric, record.test_loss
-        log(
-            f"[evaluate {task}/{schedule}/{mult_dir(job.multiplier)} seed {job.seed}] test/{record.metric} "
-            f"{value if value is None else round(value, 4)} test/loss {loss if loss is None else round(loss, 4)}"
-        )
-
-    with Workers(params.grid.workers if len(jobs) > 1 else 1) as pool:
-        pool.run(evaluate_run, jobs, done)
-    return [out[run] for run in runs]
 
 
 def run_stage(fn: Callable[[], object]) -> None:
@@ -414,4 +441,4 @@ def main_args(argv: list[str], names: tuple[str, ...], usage: str) -> list[str]:
     return argv
 
 
-__all__ = ["prepare", "train_cell", "train_stage", "evaluate_cell", "run_stage", "load_params", "main_args"]
+__all__ = ["prepare", "train_task", "train_cells", "train_cell", "train_stage", "run_stage", "load_params", "main_args"]

@@ -28,7 +28,7 @@ from adaptive_lr.compare.stats import (
 from adaptive_lr.config import Params
 from adaptive_lr.errors import DataError
 from adaptive_lr.grid import DEFAULT, mult_dir, runs_of, select_tuned
-from adaptive_lr.pipeline import LIVE, METRICS, cell_extra_seeds, cell_multipliers, producer
+from adaptive_lr.pipeline import cell_extra_seeds, cell_multipliers, producer, run_paths
 from adaptive_lr.records import EvalRecord, RunResult
 from adaptive_lr.schedules import REGISTRY
 from adaptive_lr.tasks import task_class
@@ -101,8 +101,8 @@ class Run:
 
 def _read_run(task: str, schedule: str, m: float, seed: int, root: Path) -> Run:
     """The evaluation record and ``result.json`` of one run; DataError (naming file and stage) if bad."""
-    path = METRICS / task / schedule / mult_dir(m) / f"{seed}.json"
-    live = LIVE / task / schedule / mult_dir(m) / f"seed{seed}" / "result.json"
+    where = run_paths(Path(), task, schedule, m, seed)  # relative: errors name the path from the repository root
+    path, live = where.metrics, where.live / "result.json"
     record = EvalRecord.from_json(root / path, producer(path))
     if mult_dir(record.multiplier) != mult_dir(m) or record.seed != seed:
         raise DataError(
