@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 3 ablations; 61 min here) on the offline stand-ins.
+# The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 3 ablations; 42 min here) on the offline stand-ins.
 repro: setup
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "error: dvc needs a git repository with at least one commit (git init && git commit)"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

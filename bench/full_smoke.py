@@ -763,14 +763,14 @@ def rates(r: dict) -> dict[str, float | None]:
 def runs_per_task(params) -> tuple[int, int]:
     """(runs of every cell of one task in the study, cells): every schedule and ablation, at most (tuned != 1x)."""
     from adaptive_lr.grid import runs_of
-    from adaptive_lr.pipeline import cell_multipliers
+    from adaptive_lr.pipeline import cell_extra_seeds, cell_multipliers
 
     total = 0
     for name in params.schedules:
         mults = cell_multipliers(params, name)
         tuned = next((m for m in mults if m != 1.0), 1.0)
         seeds = next(iter(params.tasks.values())).seeds
-        total += len(runs_of(mults, seeds, params.grid.extra_seeds, tuned))
+        total += len(runs_of(mults, seeds, cell_extra_seeds(params, name), tuned))
     return total, len(params.schedules)
 
 

@@ -278,10 +278,11 @@ def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):
     [
         ("data/.vision.k1ll3d/train.pt", ("prepare", "vision")),
         ("metrics/vision/fixed/1x/.0.json.k1ll3d.tmp", ("train", "vision")),
+        ("live/vision/fixed/1x/seed0/.metrics.json.k1ll3d.tmp", ("train", "vision")),
         ("metrics/.comparison.json.k1ll3d.tmp", ("compare",)),
         ("plots/.overhead.png.k1ll3d.tmp", ("compare",)),
     ],
-    ids=["prepare-folder", "train-metrics", "compare-metrics", "compare-plots"],
+    ids=["prepare-folder", "train-metrics", "train-dvclive", "compare-metrics", "compare-plots"],
 )
 def test_the_next_run_of_a_stage_removes_what_a_killed_run_of_it_left(tree, diverged, tmp_path, leftover, args):
     """A kill between the temporary file (or folder) and its rename leaves it behind; the next run removes it."""

@@ -132,9 +132,13 @@ def test_dvc_repro_tiny_profile(tmp_path):
     names = ("factor-05", "factor-03")
     for name, factor in zip(names, ("0.5", "0.3")):
         _run(dvc + ["exp", "run", "--queue", "-n", name, "-S", f"schedules.adaptive.factor={factor}"], work)
+    # and one that fails: a failed queued experiment shows as Failed, and its log holds the stage's error line
+    _run(dvc + ["exp", "run", "--queue", "-n", "negative-lr", "-S", "common.lr=-1"], work)
     _run(dvc + ["queue", "start", "-j", "2"], work)
-    states, status = _wait_for_queue(dvc, work, names)
-    assert set(states.values()) == {"Success"}, status
+    states, status = _wait_for_queue(dvc, work, (*names, "negative-lr"))
+    assert states == {"factor-05": "Success", "factor-03": "Success", "negative-lr": "Failed"}, status
+    failed = subprocess.run(dvc + ["queue", "logs", "negative-lr"], cwd=work, env=ENV, capture_output=True, text=True)
+    assert "error: common.lr = -1.0: must be > 0" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
     shown = json.loads(_run(dvc + ["exp", "show", "--json"], work))
     exps = {e["name"]: e for baseline in shown for e in (baseline.get("experiments") or [])}
     assert set(names) <= set(exps), exps.keys()

@@ -1,0 +1,80 @@
+"""The DVC remote round trip, with DVC and git themselves: a clone pulls the results and reproduces nothing,
+and an experiment made in one clone is seen in another."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline_e2e import GIT, TINY, _merge, _ran, _run
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def test_the_repository_has_a_default_remote():
+    config = configparser.ConfigParser()
+    config.read(REPO / ".dvc" / "config")
+    default = config.get("core", "remote", fallback=None)
+    assert default, ".dvc/config names no default remote"
+    assert config.get(f"'remote \"{default}\"'", "url", fallback=None), f"remote {default!r} has no url"
+
+
+def tiny_lab(work: Path, remote: Path) -> Path:
+    """The tiny profile of the lab in a fresh git repository with DVC and a default remote at ``remote``."""
+    work.mkdir()
+    for item in ("dvc.yaml", "stages", "src"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, work / item)
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
+    _run(["git", "init", "-q", "-b", "main"], work)
+    _run(DVC + ["init", "-q"], work)
+    _run(DVC + ["remote", "add", "-d", "storage", str(remote)], work)
+    _run(GIT + ["add", "-A"], work)
+    _run(GIT + ["commit", "-qm", "tiny lab"], work)
+    return work
+
+
+@pytest.mark.slow
+def test_a_clone_pulls_the_results_and_reproduces_nothing(tmp_path):
+    remote = tmp_path / "remote"
+    work = tiny_lab(tmp_path / "lab", remote)
+    _run(DVC + ["repro"], work)
+    _run(GIT + ["add", "-A"], work)
+    _run(GIT + ["commit", "-qm", "results"], work)
+    _run(DVC + ["push", "--run-cache"], work)
+    assert any(remote.rglob("*")), "nothing was pushed"
+
+    # a newcomer: clone, pull, and the pipeline is up to date without training
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    assert not (clone / "runs").exists()
+    _run(DVC + ["pull"], clone)
+    assert (clone / "runs" / "vision" / "adaptive" / "1x" / "seed0" / "model.pt").exists()
+    assert (clone / "data" / "speech").is_dir()
+    assert "Data and pipelines are up to date" in _run(DVC + ["status"], clone)
+    assert _ran(_run(DVC + ["repro"], clone)) == set()
+
+    # experiments are shared through the git remote (refs) and the DVC remote (outputs)
+    _run(DVC + ["exp", "run", "-n", "gamma-05", "-S", "schedules.step.gamma=0.5"], clone)
+    _run(DVC + ["exp", "push", "origin", "gamma-05"], clone)
+    other = tmp_path / "other"
+    _run(["git", "clone", "-q", str(work), str(other)], tmp_path)
+    _run(DVC + ["exp", "pull", "origin", "gamma-05"], other)
+    shown = json.loads(_run(DVC + ["exp", "show", "--json"], other))
+    exps = {e["name"]: e for baseline in shown for e in (baseline.get("experiments") or [])}
+    assert "gamma-05" in exps, list(exps)
+    _run(DVC + ["exp", "apply", "gamma-05"], other)
+    assert yaml.safe_load((other / "params.yaml").read_text())["schedules"]["step"]["gamma"] == 0.5
+    _run(DVC + ["checkout"], other)  # the experiment's checkpoints come from the DVC remote
+    assert (other / "runs" / "vision" / "step" / "1x" / "seed0" / "model.pt").exists()
