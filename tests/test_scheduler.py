@@ -251,6 +251,14 @@ def test_lr_changes_are_logged_on_the_adaptive_lr_logger(caplog):
     caplog.set_level(logging.DEBUG, logger="adaptive_lr")
     s.step(0.45)
     assert [r.levelno for r in caplog.records] == [logging.DEBUG] and "loss 0.45" in caplog.records[0].getMessage()
+    # a cut that cannot go lower says so
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="adaptive_lr")
+    _, floor = make(min_lr=1e-3)
+    run(floor, [1.0, 1.0, 1.0])
+    (held,) = caplog.records
+    assert held.getMessage().startswith("AdaptiveLR step 3: cut lr 0.001 -> 0.001 (")
+    assert held.getMessage().endswith("; the lr stays at its bound)")
 
 
 def test_the_logger_set_to_warning_silences_the_scheduler(caplog, capsys):

@@ -240,6 +240,8 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         """One INFO record of an LR change: the step, the LRs before and after, and why."""
         if logger.isEnabledFor(logging.INFO):
             after = [float(g["lr"]) for g in self.optimizer.param_groups]
+            if after == before:
+                why += "; the lr stays at its bound"
             logger.info(
                 "AdaptiveLR step %d: %s lr %s -> %s (%s)", self.last_epoch, what, _lrs(before), _lrs(after), why
             )
