@@ -126,6 +126,7 @@ def loop_run(
         scratch / f"live{i}",
         log=lambda s: None,
         resume_path=scratch / f"resume{i}.pt" if resume else None,
+        progress=False,  # as the pipeline runs it
     )
     call_s = time.perf_counter() - start
     return Timing(

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                     scratch / f"{name}{i}" / "run",
                     live,
                     log=lambda s: None,
+                    progress=False,  # as the pipeline runs it
                 )
                 for p in PARTS:
                     parts[name][p].append(sum(per_epoch(live, p)[1:]))  # epochs 2.. (probes start there)

@@ -71,6 +71,7 @@ def one_run(task_name: str, params, schedule: str, data_dir: Path, scratch: Path
         scratch / f"live{i}",
         log=lambda s: None,
         resume_path=scratch / f"resume{i}.pt",
+        progress=False,  # as the pipeline runs it
     )
     call = time.perf_counter() - start
     parts = {

@@ -7,6 +7,7 @@ measurement. Each trace also has its own expectation (raises, lowers, nothing, r
 
 import copy
 import io
+import logging
 import math
 
 import numpy as np
@@ -227,6 +228,45 @@ def test_bad_arguments_name_the_argument(kw, word):
 def test_empty_measurement_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         make()[1].step([])
+
+
+def test_lr_changes_are_logged_on_the_adaptive_lr_logger(caplog):
+    # a plateau cuts (patience 2), a steady improvement raises, a spike rolls back: one INFO record each
+    caplog.set_level(logging.INFO, logger="adaptive_lr")
+    _, s = make(restore_fn=lambda: None)
+    run(s, probe_trace([1.0] * 3, noise=0.01))
+    assert s.cuts == 1
+    (cut,) = caplog.records
+    assert cut.name == "adaptive_lr.scheduler" and cut.levelno == logging.INFO
+    assert cut.getMessage().startswith("AdaptiveLR step 3: cut lr 0.001 -> 0.0001 (2 measurements without")
+    caplog.clear()
+    run(s, [0.5, 0.4, math.nan])
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "AdaptiveLR step 5: raised lr 0.0001 -> 0.0002",
+        "AdaptiveLR step 6: rolled back and cut lr 0.0002 -> 2e-05",
+    ]
+    assert "restored the last good state" in caplog.records[-1].getMessage()
+    # DEBUG: one record per measurement, with its loss and the reference
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="adaptive_lr")
+    s.step(0.45)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] and "loss 0.45" in caplog.records[0].getMessage()
+    # a cut that cannot go lower says so
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="adaptive_lr")
+    _, floor = make(min_lr=1e-3)
+    run(floor, [1.0, 1.0, 1.0])
+    (held,) = caplog.records
+    assert held.getMessage().startswith("AdaptiveLR step 3: cut lr 0.001 -> 0.001 (")
+    assert held.getMessage().endswith("; the lr stays at its bound)")
+
+
+def test_the_logger_set_to_warning_silences_the_scheduler(caplog, capsys):
+    caplog.set_level(logging.WARNING, logger="adaptive_lr")
+    _, s = make(restore_fn=lambda: None)
+    run(s, probe_trace([1.0] * 3, noise=0.01) + [0.5, 0.4, 0.3, math.nan])
+    assert s.cuts == 2 and s.raises == 1 and s.rollbacks == 1  # it acted, and said nothing
+    assert caplog.records == [] and capsys.readouterr() == ("", "")
 
 
 def test_docstring_example_runs():

@@ -1,6 +1,11 @@
 """The training loop on a real (tiny) task: curves, checkpoint, determinism, divergence."""
 
+import fcntl
 import json
+import os
+import struct
+import sys
+import termios
 from dataclasses import asdict, replace
 
 import pytest
@@ -18,7 +23,7 @@ def prepared(tmp_path, tiny_vision_cfg):
     return task, tmp_path
 
 
-def _run(task, cfg, schedule, root, name, **knobs):
+def _run(task, cfg, schedule, root, name, progress=None, **knobs):
     return train_one(
         task,
         cfg,
@@ -29,7 +34,15 @@ def _run(task, cfg, schedule, root, name, **knobs):
         root / name / "run",
         root / name / "live",
         log=lambda s: None,
+        progress=progress,
     )
+
+
+CLOCK = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
+
+
+def _timeless(result) -> dict:
+    return {k: v for k, v in asdict(result).items() if k not in CLOCK}
 
 
 def test_loop_logs_curves_and_saves_best_checkpoint(prepared, tiny_vision_cfg):
@@ -125,10 +138,7 @@ def test_same_seed_same_curves(prepared, tiny_vision_cfg):
     task, root = prepared
     a = _run(task, tiny_vision_cfg, "adaptive", root, "a", probe_budget=1.0)
     b = _run(task, tiny_vision_cfg, "adaptive", root, "b", probe_budget=1.0)
-    clock = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
-    assert {k: v for k, v in asdict(a).items() if k not in clock} == {
-        k: v for k, v in asdict(b).items() if k not in clock
-    }
+    assert _timeless(a) == _timeless(b)
     assert a.probes > 0 and len(a.lr_trace) > 1  # the adaptive parts ran
     ma, mb = (torch.load(root / n / "run" / "model.pt", weights_only=False)["model"] for n in ("a", "b"))
     assert all(torch.equal(ma[k], mb[k]) for k in ma)
@@ -142,6 +152,48 @@ def test_same_seed_same_curves(prepared, tiny_vision_cfg):
         )
         metrics.append((ev.loss, ev.metric, ev.losses))
     assert metrics[0] == metrics[1]
+
+
+def test_progress_bar_forced_on_changes_nothing_but_stderr(prepared, tiny_vision_cfg, capsys):
+    task, root = prepared
+    plain = _run(task, tiny_vision_cfg, "adaptive", root, "plain", probe_budget=1.0)  # stderr captured: no terminal
+    assert capsys.readouterr() == ("", "")
+    barred = _run(task, tiny_vision_cfg, "adaptive", root, "bar", progress=True, probe_budget=1.0)
+    out, err = capsys.readouterr()
+    # tiny vision: 6 training steps per epoch; the bar is labelled with the run and the epoch, counts batches out
+    # of 6 and is cleared at the epoch's end (the terminal's line is blank again: only spaces after the last \r)
+    assert out == "" and "[vision/adaptive 1x seed 0] epoch 1/2:" in err and "epoch 2/2:" in err
+    assert "| 0/6 [" in err and err.endswith("\r") and err.rstrip("\r").rsplit("\r", 1)[-1].strip() == ""
+    assert barred.probes > 0 and _timeless(barred) == _timeless(plain)  # same batches, same draws, same decisions
+    ma, mb = (torch.load(root / n / "run" / "model.pt", weights_only=False)["model"] for n in ("plain", "bar"))
+    assert all(torch.equal(ma[k], mb[k]) for k in ma)
+
+
+def test_progress_bar_follows_the_terminal_unless_forced_off(prepared, tiny_vision_cfg, monkeypatch):
+    """stderr a real terminal (a pseudo-terminal): the bar shows by default, and progress=False keeps it off."""
+    task, root = prepared
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    os.set_blocking(master, False)
+
+    def written() -> str:
+        chunks = []
+        while True:
+            try:
+                chunks.append(os.read(master, 65536))
+            except (BlockingIOError, OSError):
+                return b"".join(chunks).decode(errors="replace")
+
+    with open(slave, "w", buffering=1) as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        off = _run(task, tiny_vision_cfg, "fixed", root, "off", progress=False)
+        terminal.flush()
+        assert written() == ""
+        shown = _run(task, tiny_vision_cfg, "fixed", root, "on")
+        terminal.flush()
+        assert "[vision/fixed 1x seed 0] epoch 2/2" in written()
+    os.close(master)
+    assert _timeless(shown) == _timeless(off)
 
 
 def test_divergence_is_recorded_not_raised(prepared, tiny_vision_cfg):

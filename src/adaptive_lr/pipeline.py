@@ -173,6 +173,7 @@ def run_job(job: RunJob) -> tuple[RunResult, EvalRecord | None]:
         log,
         resume_path=paths.resume,
         multiplier=job.multiplier,
+        progress=False,  # the stage's log is one printed line per epoch, in a terminal or not
     )
     if not distributed.is_main():
         return result, None

@@ -17,6 +17,8 @@
     A pull-request-comment style report: ``dvc metrics diff`` and ``dvc params diff``
     against the base, the headline table of ``metrics/comparison.json`` and the
     comparison PNGs. ``.ci/run`` writes it on every run.
+
+The same commands: ``python -m adaptive_lr report ...`` and ``adaptive-lr report ...``.
 """
 
 from __future__ import annotations
@@ -276,8 +278,8 @@ def sweep_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adaptive_lr.report", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m adaptive_lr.report") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plots-diff", help="offline PNG of `dvc plots diff REV ...`")
     p.add_argument("revs", nargs="*", help="git revisions or experiment names (none: workspace vs HEAD, as dvc)")

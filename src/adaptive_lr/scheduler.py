@@ -1,12 +1,25 @@
-"""AdaptiveLR: a learning-rate scheduler driven by the statistical significance of validation loss."""
+"""AdaptiveLR: a learning-rate scheduler driven by the statistical significance of validation loss.
+
+Its decisions are reported on the logger ``adaptive_lr.scheduler`` (a child of ``adaptive_lr``):
+every raise, cut and rollback at INFO, every measurement at DEBUG. The library configures no
+handler, so nothing is shown until the application asks, e.g.
+``logging.basicConfig(); logging.getLogger("adaptive_lr").setLevel(logging.INFO)``.
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable, Sequence
 
 import torch
+
+logger = logging.getLogger(__name__)
+
+
+def _lrs(lrs: Sequence[float]) -> str:
+    return ", ".join(f"{lr:.3g}" for lr in lrs)
 
 
 def _per_group(value: float | Sequence[float] | None, n: int, name: str) -> list[float | None]:
@@ -45,6 +58,10 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
 
     It only ever multiplies each group's current LR, so it composes with a warm-up scheduler
     in chainable form (``torch.optim.lr_scheduler.LinearLR`` stepped per batch).
+
+    Where ``ReduceLROnPlateau`` had ``verbose``, it logs: each raise, cut and rollback is a record
+    at INFO on the ``adaptive_lr.scheduler`` logger, each measurement one at DEBUG
+    (``logging.getLogger("adaptive_lr").setLevel(logging.INFO)`` and a handler to see them).
 
     Args:
         optimizer (Optimizer): wrapped optimizer; every param group is scaled.
@@ -179,9 +196,19 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         """Feed one validation measurement: a loss, or the per-sample losses of a fixed validation set."""
         current, samples, se = self.measure(metrics, stderr)
         self.last_epoch += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "AdaptiveLR step %d: loss %.4g (stderr %.2g), reference %.4g, %d significant / %d not in a row",
+                self.last_epoch,
+                current,
+                se,
+                self.best,
+                self.num_good,
+                self.num_bad,
+            )
         diverged = not math.isfinite(current) or (math.isfinite(self.best) and current > self.divergence * self.best)
         if diverged and self.rollback:
-            self._rollback()
+            self._rollback(current)
         elif not math.isfinite(self.best) and math.isfinite(current):  # the first measurement is the reference
             self._new_reference(current, samples, se)
         elif not diverged and self.is_significant(current, samples, se):
@@ -189,15 +216,35 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.num_bad = 0
             self.num_good += 1
             if self.num_good >= self.patience_up and self.raise_lr:
+                before = [float(g["lr"]) for g in self.optimizer.param_groups]
                 self._scale(self.increase)
                 self.raises += 1
                 self.num_good = 0
+                self._report(
+                    "raised", before, f"{self.patience_up} significant improvements in a row, loss {current:.4g}"
+                )
         else:
             self.num_good = 0
             self.num_bad += 1
             if self.num_bad >= self.patience:
+                before = [float(g["lr"]) for g in self.optimizer.param_groups]
                 self._cut()
+                self._report(
+                    "cut",
+                    before,
+                    f"{self.patience} measurements without a significant improvement on reference {self.best:.4g}",
+                )
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _report(self, what: str, before: list[float], why: str) -> None:
+        """One INFO record of an LR change: the step, the LRs before and after, and why."""
+        if logger.isEnabledFor(logging.INFO):
+            after = [float(g["lr"]) for g in self.optimizer.param_groups]
+            if after == before:
+                why += "; the lr stays at its bound"
+            logger.info(
+                "AdaptiveLR step %d: %s lr %s -> %s (%s)", self.last_epoch, what, _lrs(before), _lrs(after), why
+            )
 
     def _new_reference(self, current: float, samples: list[float] | None, stderr: float) -> None:
         self.best, self.best_samples, self.best_stderr = current, samples, stderr
@@ -209,7 +256,7 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         self.cuts += 1
         self.num_good = self.num_bad = 0
 
-    def _rollback(self) -> None:
+    def _rollback(self, current: float) -> None:
         lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
         if self.restore_fn is not None:
             self.restore_fn()  # may load an optimizer state with older LRs: set ours back before cutting
@@ -217,6 +264,10 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
             group["lr"] = lr
         self.rollbacks += 1
         self._cut()
+        restored = "restored the last good state" if self.restore_fn is not None else "no restore_fn to roll back with"
+        self._report(
+            "rolled back and cut", lrs, f"loss {current:.4g} diverged from reference {self.best:.4g}; {restored}"
+        )
 
     def _scale(self, mult: float) -> None:
         for group, lo, hi in zip(self.optimizer.param_groups, self.min_lrs, self.ceilings):

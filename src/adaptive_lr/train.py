@@ -11,9 +11,10 @@ import gc
 import itertools
 import math
 import random
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +149,27 @@ class ProbePlan:
     def samples_in(self, val: Evaluation) -> list[float]:
         """The probe's per-sample losses inside a full validation pass (it holds the first batches)."""
         return val.losses[: sum(val.batch_sizes[: self.n_batches])]
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an open terminal (a pipe, a file or a closed stream is not)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def progress_bar(batches: Sized, label: str | None):
+    """A context giving ``batches`` to iterate, behind a tqdm bar on stderr labelled ``label`` (None: no bar).
+
+    The bar only wraps the iteration: the same batches in the same order, no random draw; it is
+    cleared when the epoch ends (or breaks off), so the epoch's printed line follows on a clean line.
+    """
+    if label is None:
+        return nullcontext(batches)
+    from tqdm import tqdm
+
+    return tqdm(batches, desc=label, total=len(batches), file=sys.stderr, leave=False, unit="batch", dynamic_ncols=True)
 
 
 class Timers:
@@ -289,14 +311,20 @@ class Run:
     def evaluate(self, batches) -> Evaluation:
         return evaluate(self.task, self.state.model, batches, self.world.device, self.cfg.amp, self.world)
 
-    def train_epoch(self, epoch: int, timers: Timers, meter: UsageMeter) -> tuple[float, bool]:
+    def train_epoch(self, epoch: int, timers: Timers, meter: UsageMeter, bar: str | None = None) -> tuple[float, bool]:
         """One epoch of optimisation steps with the in-epoch probes; the mean training loss, and
-        whether every loss was finite (one rank's non-finite loss stops every rank)."""
+        whether every loss was finite (one rank's non-finite loss stops every rank). With ``bar``, a
+        progress bar of that label over the epoch's batches (:func:`progress_bar`; its own small
+        cost counts as optimisation time)."""
+        with progress_bar(self.train_batches, bar) as batches:
+            return self._train_batches(batches, epoch, timers, meter)
+
+    def _train_batches(self, batches, epoch: int, timers: Timers, meter: UsageMeter) -> tuple[float, bool]:
         s, task, cfg, device = self.state, self.task, self.cfg, self.world.device
         s.model.train()
         s.schedule.train_mode()
         loss_sum, n_batches, finite = 0.0, 0, True
-        for batch in self.train_batches:
+        for batch in batches:
             batch = to_device(batch, device)
             with autocast_for(device, cfg.amp):
                 loss = task.loss(self.train_model, batch)
@@ -376,6 +404,7 @@ def train_one(
     log: Callable[[str], None] = print,
     resume_path: Path | None = None,
     multiplier: float = 1.0,
+    progress: bool | None = None,
 ) -> RunResult:
     """Train ``task`` with ``schedule_name`` for one seed.
 
@@ -391,6 +420,10 @@ def train_one(
     data and code) continues from it, to the same result as an uninterrupted run; a finished run's
     state is kept too, so a re-run rewrites its outputs without training. The caller deletes the state
     when it is no longer needed (:class:`adaptive_lr.resume.Checkpointer`).
+
+    ``progress``: a progress bar of each epoch's batches on stderr (tqdm, cleared at the epoch's end):
+    None shows it when stderr is a terminal, False never (the pipeline's choice), True always. It
+    changes nothing in the run: the same batches, no random draw, the same result.
     """
     from dvclive import Live
 
@@ -401,6 +434,7 @@ def train_one(
     log = log if world.is_main else (lambda msg: None)
     run = Run(task, cfg, schedule_name, knobs, seed, data_dir, world, multiplier)
     s, tag = run.state, f"[{task.name}/{schedule_name} {multiplier:g}x seed {seed}]"
+    show_bar = world.is_main and (is_terminal(sys.stderr) if progress is None else progress)
     key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir, multiplier)
     ckpt = Checkpointer(resume_path, key, world, log, tag)
     run.resume_or_start(ckpt.load(), log, tag)
@@ -412,7 +446,8 @@ def train_one(
     try:
         for epoch in s.epochs_left(cfg.epochs):
             timers, lr_used, t0 = Timers(), s.schedule.lr, time.perf_counter()
-            train_loss, finite = run.train_epoch(epoch, timers, meter)
+            bar = f"{tag} epoch {epoch}/{cfg.epochs}" if show_bar else None
+            train_loss, finite = run.train_epoch(epoch, timers, meter, bar)
             timers.seconds["optim"] = time.perf_counter() - t0 - timers.seconds["sched"] - timers.seconds["probe"]
             s.schedule.eval_mode()
             with timers("val"):
