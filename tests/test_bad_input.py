@@ -123,6 +123,16 @@ def tiny(raw: dict, **common) -> None:
             "error: tasks.audio: unknown key; known keys: vision, text, speech",
         ),
         (("prepare", "audio"), None, "error: task 'audio': not in params.yaml tasks (vision, text, speech)"),
+        (
+            ("train", "vision"),
+            lambda r: r["common"].update(seeds=[-1]),
+            "error: common.seeds = [-1]: each value must lie in [0, 4294967296)",
+        ),
+        (
+            ("train", "vision"),
+            lambda r: r["common"].update(device="cuda"),
+            "error: common.device = 'cuda': torch sees no CUDA GPU here; use device: auto or cpu",
+        ),
     ],
     ids=[
         "zero-lr",
@@ -133,9 +143,13 @@ def tiny(raw: dict, **common) -> None:
         "speech-words",
         "unknown-task-key",
         "unknown-task-arg",
+        "negative-seed",
+        "cuda-without-gpu",
     ],
 )
 def test_bad_params_stop_the_stage_with_one_line(tree, tmp_path, args, mutate, expected):
+    if "CUDA" in expected and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
     write_params(tmp_path, mutate)
     assert error_line(stage(tree, tmp_path, *args)).startswith(expected)
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # stopped before writing anything
@@ -259,6 +273,76 @@ def test_missing_or_corrupt_input_names_the_stage_to_rerun(tree, diverged, tmp_p
     damage(tmp_path)
     line = error_line(stage(tree, tmp_path, *args))
     assert re.fullmatch(expected, line), line
+
+
+def _as_nobody(tree: Path, cwd: Path) -> list[str]:
+    """setpriv arguments that run a stage as user ``nobody``, with the files it must read made readable."""
+    for path in (tree, *tree.rglob("*")):
+        path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
+    for path in (cwd, *cwd.rglob("*")):  # the project is the user's own: writable, but for runs/
+        if path != cwd / "runs":
+            path.chmod(path.stat().st_mode | (0o777 if path.is_dir() else 0o666))
+    for parent in (*tree.parents, *cwd.parents):
+        parent.chmod(parent.stat().st_mode | 0o711)
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def _read_only_runs(root: Path) -> None:
+    (root / "runs").mkdir(exist_ok=True)
+    (root / "runs").chmod(0o555)
+
+
+# A stage that cannot read or write a path stops with one line naming it and what to do. Each row: what is
+# done to a prepared tiny project, the stage, the line it must print, and how the stage is started.
+@pytest.mark.parametrize(
+    "damage, args, expected, how",
+    [
+        (
+            lambda root: (root / "params.yaml").unlink() or (root / "params.yaml").mkdir(),
+            ("train", "vision"),
+            r"error: params\.yaml: unreadable \(Is a directory\); it must be a YAML file",
+            "",
+        ),
+        (
+            lambda root: (root / "live").mkdir() or (root / "live" / "vision").write_text("a file"),
+            ("train", "vision"),
+            r"error: live/vision/fixed: Not a directory; a file or folder is in the way of what the stage writes: "
+            r"move it away and run the stage again",
+            "",
+        ),
+        (
+            _read_only_runs,
+            ("train", "vision"),
+            r"error: runs/\S*: Permission denied; the stage cannot write there: check the folder's owner and "
+            r"permissions \(or a read-only disk\)",
+            "nobody",
+        ),
+        (
+            lambda root: write_params(root, lambda r: tiny(r, lr=1e-3)),  # a run that learns: a 0.7 MB checkpoint
+            ("train", "vision"),
+            r"error: .+: File too large; the disk is full \(or a file-size or quota limit was hit\): free space "
+            r"and run the stage again",
+            "ulimit",
+        ),
+    ],
+    ids=["params-a-folder", "file-in-the-way", "read-only-folder", "disk-full"],
+)
+def test_a_path_the_stage_cannot_use_is_one_line(tree, diverged, tmp_path, damage, args, expected, how):
+    if how == "nobody" and (os.geteuid() != 0 or not shutil.which("setpriv")):
+        pytest.skip("needs root and setpriv to run the stage as another user (root ignores permissions)")
+    shutil.copytree(diverged[0], tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # no kept states: the run trains and writes
+    shutil.rmtree(tmp_path / "live", ignore_errors=True)
+    damage(tmp_path)
+    cmd = [sys.executable, str(tree / "stages" / f"{args[0]}.py"), *args[1:]]
+    if how == "nobody":
+        cmd = _as_nobody(tree, tmp_path) + cmd
+    elif how == "ulimit":  # a disk that fills: writes past 200 KB fail with EFBIG (SIGXFSZ ignored)
+        cmd = ["bash", "-c", 'trap "" XFSZ; ulimit -f 200; exec "$@"', "bash", *cmd]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    line = error_line(proc)
+    assert re.fullmatch(expected, line), line
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):

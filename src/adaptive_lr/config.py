@@ -70,8 +70,8 @@ class Common:
     epochs: int = ranged(50, ge=1)
     validation_split: float = ranged(0.2, gt=0, lt=1)
     patience: int = ranged(10, ge=1)
-    seeds: tuple[int, ...] = ranged((0, 1, 2), min_items=1, distinct=True)
-    data_seed: int = 0
+    seeds: tuple[int, ...] = ranged((0, 1, 2), min_items=1, distinct=True, ge=0, lt=2**32)  # numpy's seed range
+    data_seed: int = ranged(0, ge=0, lt=2**32)
     device: str = ranged("auto", choices=DEVICES)
     amp: bool = True
     threads: int = ranged(0, ge=0, hint="0 = all cores")
@@ -86,7 +86,7 @@ class Grid:
 
     multipliers: tuple[float, ...] = ranged((0.1, 0.3, 1.0, 3.0, 10.0), gt=0, min_items=1, distinct=True)
     # more seeds where verdicts are made: at 1x and at each schedule's tuned multiplier (chosen on validation)
-    extra_seeds: tuple[int, ...] = ranged((3, 4), distinct=True)
+    extra_seeds: tuple[int, ...] = ranged((3, 4), distinct=True, ge=0, lt=2**32)
     # processes that train a cell's runs side by side (each with common.threads torch threads)
     workers: int = ranged(2, ge=1)
 
@@ -172,7 +172,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ParamsError(f"{path}: not found (run from the repository root)")
     try:
-        raw = section(str(path), read_yaml(path.read_text()))
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, not text
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ParamsError(f"{path}: unreadable ({why}); it must be a YAML file") from exc
+    try:
+        raw = section(str(path), read_yaml(text))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

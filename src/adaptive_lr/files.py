@@ -26,6 +26,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             fh.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a write to the open file (a full disk): name the file it was for
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import shutil
 import sys
@@ -417,7 +418,8 @@ def run_stage(fn: Callable[[], object]) -> None:
     """Run a stage body; bad params or data stop with one readable line and exit code 2.
 
     A missing input file in the pipeline's folders (another stage's output) is bad data too:
-    the line says which stage writes it.
+    the line says which stage writes it. Any other failure to read or write a path (permissions, a
+    file where a folder goes, a full disk) is one line naming the path and what to do.
     """
     try:
         fn()
@@ -428,10 +430,25 @@ def run_stage(fn: Callable[[], object]) -> None:
         if stage is None:
             raise
         message = f"{exc.filename}: missing; run `dvc repro {stage}`"
+    except OSError as exc:  # where a stage reads or writes: permissions, a file in a folder's place, a full disk
+        if not exc.filename:
+            raise
+        message = f"{exc.filename}: {exc.strerror or exc}; {_os_hint(exc)}"
     else:
         return
     print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)  # one line, whatever the message holds
     sys.exit(2)
+
+
+def _os_hint(exc: OSError) -> str:
+    """What to do about an OSError on a path, by its errno."""
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "the stage cannot write there: check the folder's owner and permissions (or a read-only disk)"
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return "the disk is full (or a file-size or quota limit was hit): free space and run the stage again"
+    if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        return "a file or folder is in the way of what the stage writes: move it away and run the stage again"
+    return "fix the path and run the stage again"
 
 
 def main_args(argv: list[str], names: tuple[str, ...], usage: str) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from adaptive_lr import distributed, schedules
-from adaptive_lr.config import TaskConfig
+from adaptive_lr.config import ParamsError, TaskConfig
 from adaptive_lr.distributed import NullLive
 from adaptive_lr.files import save_torch, write_json
 from adaptive_lr.records import RunResult
@@ -53,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA GPU; use device: auto or cpu")
+        raise ParamsError("common.device = 'cuda': torch sees no CUDA GPU here; use device: auto or cpu")
     return torch.device(name)
 
 

@@ -113,11 +113,11 @@ class Knob:
         low = (self.ge, "[") if self.ge is not None else (self.gt, "(") if self.gt is not None else None
         high = (self.le, "]") if self.le is not None else (self.lt, ")") if self.lt is not None else None
         if low and high:
-            return f"in {low[1]}{low[0]:g}, {high[0]:g}{high[1]}"
+            return f"in {low[1]}{_number(low[0])}, {_number(high[0])}{high[1]}"
         if low:
-            return f"{'>=' if low[1] == '[' else '>'} {low[0]:g}"
+            return f"{'>=' if low[1] == '[' else '>'} {_number(low[0])}"
         if high:
-            return f"{'<=' if high[1] == ']' else '<'} {high[0]:g}"
+            return f"{'<=' if high[1] == ']' else '<'} {_number(high[0])}"
         return ""
 
     def in_bounds(self, v: float) -> bool:
@@ -127,6 +127,11 @@ class Knob:
             or (self.le is not None and not v <= self.le)
             or (self.lt is not None and not v < self.lt)
         )
+
+
+def _number(x: float) -> str:
+    """A bound as a message shows it: an integer in full (4294967296), anything else as ``:g`` (1e-06)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def ranged(default: Any, **rule: Any) -> Any:
