@@ -345,6 +345,33 @@ def test_a_path_the_stage_cannot_use_is_one_line(tree, diverged, tmp_path, damag
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_params_changed_while_a_stage_runs_fail_it_so_dvc_records_nothing(tree, tmp_path):
+    """DVC records params.yaml's values when a stage ends; the stage must not end well on values it did not use."""
+    write_params(tmp_path, lambda r: tiny(r, lr=1e-3))
+    assert stage(tree, tmp_path, "prepare", "vision").returncode == 0
+    raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    raw["tasks"]["vision"].update(epochs=4, patience=10)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = subprocess.Popen(
+        [sys.executable, str(tree / "stages" / "train.py"), "vision"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert "epoch  1/4" in proc.stdout.readline() + proc.stdout.readline()  # the plan line, then epoch 1
+    raw["tasks"]["vision"]["epochs"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err
+    assert err.strip() == (
+        "error: params.yaml changed while train@vision ran; its outputs were made with the earlier values "
+        "and DVC would record the new ones: run `dvc repro` again"
+    )
+    result = json.loads((tmp_path / "live/vision/fixed/1x/seed0/result.json").read_text())
+    assert result["epochs_run"] == 4  # the run used the values it read at its start
+
+
 def test_prepare_onto_a_file_names_the_path_and_writes_nothing(tree, tmp_path):
     write_params(tmp_path, tiny)
     (tmp_path / "data").mkdir()

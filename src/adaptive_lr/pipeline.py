@@ -421,8 +421,15 @@ def run_stage(fn: Callable[[], object]) -> None:
     the line says which stage writes it. Any other failure to read or write a path (permissions, a
     file where a folder goes, a full disk) is one line naming the path and what to do.
     """
+    params = Path("params.yaml")
+    before = _fingerprint(params)
     try:
         fn()
+        if _fingerprint(params) != before:
+            raise ParamsError(
+                f"params.yaml changed while {_stage_name()} ran; its outputs were made with the earlier values "
+                "and DVC would record the new ones: run `dvc repro` again"
+            )
     except (ParamsError, DataError) as exc:
         message = str(exc)
     except FileNotFoundError as exc:
@@ -438,6 +445,20 @@ def run_stage(fn: Callable[[], object]) -> None:
         return
     print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)  # one line, whatever the message holds
     sys.exit(2)
+
+
+def _fingerprint(path: Path) -> bytes | None:
+    """The bytes of ``path`` (None when it cannot be read): what a stage compares before and after its work."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _stage_name() -> str:
+    """``<script>@<args>`` as dvc.yaml names the stage running in this process (``train@vision``)."""
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else "the stage"
+    return f"{script}@{'-'.join(sys.argv[1:])}" if len(sys.argv) > 1 else script
 
 
 def _os_hint(exc: OSError) -> str:
