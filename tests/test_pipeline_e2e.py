@@ -68,9 +68,9 @@ def _ran(output):
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.mark.slow
-def test_dvc_repro_tiny_profile(tmp_path):
-    work = tmp_path / "lab"
+def tiny_lab(work: Path, remote: Path | None = None) -> Path:
+    """The tiny profile of the lab (dvc.yaml, stages/, src/, params.yaml with TINY laid over) in a fresh git
+    repository with DVC, committed; with ``remote``, a default DVC remote there (in the committed config)."""
     work.mkdir()
     for item in ("dvc.yaml", "stages", "src"):
         src = REPO / item
@@ -83,9 +83,18 @@ def test_dvc_repro_tiny_profile(tmp_path):
     (work / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
     dvc = [sys.executable, "-m", "dvc"]
     _run(["git", "init", "-q", "-b", "main"], work)
+    _run(dvc + ["init", "-q"], work)
+    if remote is not None:
+        _run(dvc + ["remote", "add", "-d", "storage", str(remote)], work)
     _run(GIT + ["add", "-A"], work)
     _run(GIT + ["commit", "-qm", "tiny lab"], work)
-    _run(dvc + ["init", "-q"], work)
+    return work
+
+
+@pytest.mark.slow
+def test_dvc_repro_tiny_profile(tmp_path):
+    work = tiny_lab(tmp_path / "lab")
+    dvc = [sys.executable, "-m", "dvc"]
 
     first = _run(dvc + ["repro"], work)
     assert _ran(first) == {f"{s}@{t}" for s in ("prepare", "train") for t in TASKS} | {"compare"}

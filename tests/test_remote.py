@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import configparser
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_e2e import GIT, TINY, _merge, _ran, _run
+from test_pipeline_e2e import GIT, _ran, _run, tiny_lab
 
 REPO = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
@@ -23,26 +22,6 @@ def test_the_repository_has_a_default_remote():
     default = config.get("core", "remote", fallback=None)
     assert default, ".dvc/config names no default remote"
     assert config.get(f"'remote \"{default}\"'", "url", fallback=None), f"remote {default!r} has no url"
-
-
-def tiny_lab(work: Path, remote: Path) -> Path:
-    """The tiny profile of the lab in a fresh git repository with DVC and a default remote at ``remote``."""
-    work.mkdir()
-    for item in ("dvc.yaml", "stages", "src"):
-        src = REPO / item
-        if src.is_dir():
-            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, work / item)
-    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (work / ".gitignore").write_text("/data/\n/runs/\n__pycache__/\n")
-    _run(["git", "init", "-q", "-b", "main"], work)
-    _run(DVC + ["init", "-q"], work)
-    _run(DVC + ["remote", "add", "-d", "storage", str(remote)], work)
-    _run(GIT + ["add", "-A"], work)
-    _run(GIT + ["commit", "-qm", "tiny lab"], work)
-    return work
 
 
 @pytest.mark.slow
