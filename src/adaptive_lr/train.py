@@ -392,6 +392,28 @@ class Run:
         return s.rows[-1]
 
 
+def open_live(live_dir: Path) -> Any:
+    """A ``dvclive.Live`` logging one run into ``live_dir``; several processes may end theirs at once.
+
+    ``Live.end()`` finishes by removing the repository's ``.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED``
+    (a signal for DVC's VS Code extension) if it exists, a check and a remove that race when two
+    workers of one stage end runs at the same moment: the second remove fails with FileNotFoundError
+    (a file the other just removed). Everything else ``end()`` does is done by then, so that one
+    error is ignored; any other is raised.
+    """
+    from dvclive import Live
+
+    class _Live(Live):
+        def end(self) -> None:
+            try:
+                super().end()
+            except FileNotFoundError as error:
+                if Path(str(error.filename)).name != "DVCLIVE_STEP_COMPLETED":
+                    raise
+
+    return _Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+
+
 def train_one(
     task: Task,
     cfg: TaskConfig,
@@ -425,8 +447,6 @@ def train_one(
     None shows it when stderr is a terminal, False never (the pipeline's choice), True always. It
     changes nothing in the run: the same batches, no random draw, the same result.
     """
-    from dvclive import Live
-
     # free whatever the previous run in this process left in reference cycles (ours, torch's or
     # transformers'), or its model and optimizer count in this run's peak RSS
     gc.collect()
@@ -438,7 +458,7 @@ def train_one(
     key = functools.partial(run_key, task.name, cfg, schedule_name, knobs, seed, data_dir, multiplier)
     ckpt = Checkpointer(resume_path, key, world, log, tag)
     run.resume_or_start(ckpt.load(), log, tag)
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else NullLive()
+    live = open_live(live_dir) if world.is_main else NullLive()
     for epoch, row in enumerate(s.rows, start=1):  # a resumed run logs the rows it had again
         log_epoch(live, epoch, row)
     meter, start, ckpt_s = UsageMeter(world.device).start(), time.perf_counter(), 0.0
