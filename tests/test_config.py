@@ -34,9 +34,9 @@ def test_repository_params_load_and_resolve_overrides():
         "prodigy",
         "adaptive",
     }
-    assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_epoch"}
+    assert set(p.ablations) == {"adaptive_noraise", "adaptive_nosig", "adaptive_epoch", "adaptive_fastcut"}
     assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (
-        0.1,
+        0.5,
         0.01,
         1e-6,
     )

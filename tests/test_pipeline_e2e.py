@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("vision", "text", "speech")
 SCHEDULES = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "prodigy", "adaptive")
-ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_epoch")
+ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_epoch", "adaptive_fastcut")
 
 # The smallest settings that still train every task for real.
 TINY = {
@@ -138,14 +138,14 @@ def test_dvc_repro_tiny_profile(tmp_path):
     assert "plots/" not in _run(["git", "status", "--porcelain"], work)
 
     # README recipe: a sweep queued, then run by two workers; each re-runs only what its override touches
-    names = ("factor-05", "factor-03")
-    for name, factor in zip(names, ("0.5", "0.3")):
+    names = ("factor-07", "factor-03")
+    for name, factor in zip(names, ("0.7", "0.3")):
         _run(dvc + ["exp", "run", "--queue", "-n", name, "-S", f"schedules.adaptive.factor={factor}"], work)
     # and one that fails: a failed queued experiment shows as Failed, and its log holds the stage's error line
     _run(dvc + ["exp", "run", "--queue", "-n", "negative-lr", "-S", "common.lr=-1"], work)
     _run(dvc + ["queue", "start", "-j", "2"], work)
     states, status = _wait_for_queue(dvc, work, (*names, "negative-lr"))
-    assert states == {"factor-05": "Success", "factor-03": "Success", "negative-lr": "Failed"}, status
+    assert states == {"factor-07": "Success", "factor-03": "Success", "negative-lr": "Failed"}, status
     failed = subprocess.run(dvc + ["queue", "logs", "negative-lr"], cwd=work, env=ENV, capture_output=True, text=True)
     assert "error: common.lr = -1.0: must be > 0" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
     shown = json.loads(_run(dvc + ["exp", "show", "--json"], work))
@@ -175,7 +175,7 @@ def test_dvc_repro_tiny_profile(tmp_path):
     # README recipe: the sweep's table (workspace + each experiment, from their committed comparison.json)
     _run([sys.executable, "-m", "adaptive_lr.report", "sweep", *names, "-o", "sweep.json"], work)
     swept = json.loads((work / "sweep.json").read_text())
-    assert list(swept["runs"]) == ["default", *names] and swept["runs"]["factor-05"]["lr"]["vision"] == 3e-3
+    assert list(swept["runs"]) == ["default", *names] and swept["runs"]["factor-07"]["lr"]["vision"] == 3e-3
     for task in TASKS:
         for s, v in swept["tasks"][task]["schedules"].items():
             assert set(v["by_run"]) == {"default", *names} and v["worst_gap"] >= 0, (task, s)
@@ -206,7 +206,7 @@ def test_dvc_repro_tiny_profile(tmp_path):
     assert (work / "report.md").read_text().strip() == report.strip()
 
     # keep an experiment: as a branch, or applied to the workspace
-    _run(dvc + ["exp", "branch", names[0], "keep-factor-05"], work)
-    assert "keep-factor-05" in _run(["git", "branch", "--list"], work)
+    _run(dvc + ["exp", "branch", names[0], "keep-factor-07"], work)
+    assert "keep-factor-07" in _run(["git", "branch", "--list"], work)
     _run(dvc + ["exp", "apply", names[1]], work)
     assert yaml.safe_load((work / "params.yaml").read_text())["schedules"]["adaptive"]["factor"] == 0.3

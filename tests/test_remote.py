@@ -57,3 +57,46 @@ def test_a_clone_pulls_the_results_and_reproduces_nothing(tmp_path):
     assert yaml.safe_load((other / "params.yaml").read_text())["schedules"]["step"]["gamma"] == 0.5
     _run(DVC + ["checkout"], other)  # the experiment's checkpoints come from the DVC remote
     assert (other / "runs" / "vision" / "step" / "1x" / "seed0" / "model.pt").exists()
+
+
+def _without_timings(value):
+    """comparison.json without what depends on the machine's clock (seconds, rates, CPU and memory use)."""
+    clock = ("seconds", "per_s", "cpu_util", "rss", "elapsed", "share", "cost", "relative_to_fixed", "gpu_")
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not any(c in k for c in clock)}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+@pytest.mark.slow
+def test_the_grid_sharded_across_two_machines_equals_one_machine(tmp_path):
+    """README recipe "The grid across machines": each machine reproduces its tasks' train stages and pushes
+    the run cache; one machine pulls it, and its `dvc repro` restores every train stage (no training) and
+    runs compare. The comparison equals a single machine's, clock readings aside."""
+    remote = tmp_path / "remote"
+    lab = tiny_lab(tmp_path / "lab", remote)
+    origin = tmp_path / "origin.git"
+    _run(["git", "clone", "-q", "--bare", str(lab), str(origin)], tmp_path)
+    shards = {"a": ["train@vision"], "b": ["train@text", "train@speech"]}
+    for name, stages in shards.items():
+        machine = tmp_path / name
+        _run(["git", "clone", "-q", str(origin), str(machine)], tmp_path)
+        assert _ran(_run(DVC + ["repro", *stages], machine)) == {
+            *stages,
+            *(s.replace("train", "prepare") for s in stages),
+        }
+        _run(DVC + ["push", "--run-cache"], machine)
+
+    collector = tmp_path / "collector"
+    _run(["git", "clone", "-q", str(origin), str(collector)], tmp_path)
+    _run(DVC + ["pull", "--run-cache"], collector)
+    out = _run(DVC + ["repro"], collector)
+    assert _ran(out) == {"compare"}, out[-3000:]
+    for task in ("vision", "text", "speech"):
+        assert f"Stage 'train@{task}' is cached - skipping run, checking out outputs" in out
+
+    _run(DVC + ["repro"], lab)  # one machine, everything
+    sharded = json.loads((collector / "metrics" / "comparison.json").read_text())
+    single = json.loads((lab / "metrics" / "comparison.json").read_text())
+    assert _without_timings(sharded) == _without_timings(single)

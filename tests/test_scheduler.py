@@ -168,7 +168,7 @@ def test_raising_never_returns_to_an_lr_that_stalled():
 def test_param_groups_keep_their_own_bounds():
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [a], "lr": 1e-2}, {"params": [b], "lr": 1e-3}])
-    s = AdaptiveLR(opt, patience=1, min_lr=[1e-4, 1e-6])
+    s = AdaptiveLR(opt, factor=0.1, patience=1, min_lr=[1e-4, 1e-6])
     run(s, [1.0, 1.0, 1.0, 1.0])
     assert s.get_last_lr() == [pytest.approx(1e-4), pytest.approx(1e-6)]
     with pytest.raises(ValueError, match="min_lr"):
@@ -320,4 +320,4 @@ def test_best_state_as_the_restore_hook_of_a_rollback():
         model.weight.fill_(1e6)  # the weights blew up
     best.update(math.nan)
     sched.step(math.nan)
-    assert torch.equal(model.weight, good) and sched.rollbacks == 1 and sched.get_last_lr() == pytest.approx([0.01])
+    assert torch.equal(model.weight, good) and sched.rollbacks == 1 and sched.get_last_lr() == pytest.approx([0.1 * sched.factor])

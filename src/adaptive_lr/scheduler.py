@@ -65,12 +65,13 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
 
     Args:
         optimizer (Optimizer): wrapped optimizer; every param group is scaled.
-        factor (float): multiplier applied when progress stops and after a divergence, in (0, 1). Default: 0.1.
+        factor (float): multiplier applied when progress stops and after a divergence, in (0, 1). Default: 0.5.
         threshold (float): relative improvement of the reference that counts, >= 0. Default: 0.01.
         min_lr (float | list[float]): lower bound of each group's LR. Default: 1e-6.
         max_lr (float | list[float] | None): upper bound; None means 10x each group's initial LR. Default: None.
         increase (float): multiplier after ``patience_up`` significant improvements, >= 1. Default: 2.0.
-        patience (int): measurements without a significant improvement before cutting, >= 1. Default: 4.
+        patience (int): measurements without a significant improvement before cutting, >= 1. Default: 8
+            (two epochs at four measurements an epoch, as in the lab; stepped once per epoch, 2 is the same span).
         patience_up (int): significant improvements in a row before raising, >= 1. Default: 2.
         z (float): an improvement must also exceed ``z`` standard errors, >= 0. Default: 2.0.
         divergence (float): a loss above ``divergence`` x the reference is a divergence, > 1. Default: 4.0.
@@ -99,12 +100,12 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
-        factor: float = 0.1,
+        factor: float = 0.5,
         threshold: float = 0.01,
         min_lr: float | Sequence[float] = 1e-6,
         max_lr: float | Sequence[float] | None = None,
         increase: float = 2.0,
-        patience: int = 4,
+        patience: int = 8,
         patience_up: int = 2,
         z: float = 2.0,
         divergence: float = 4.0,

@@ -262,12 +262,12 @@ class ProdigyKnobs:
 class AdaptiveKnobs:
     """Our AdaptiveLR (see adaptive_lr.scheduler and docs/ALGORITHM.md for each knob)."""
 
-    factor: float = ranged(0.1, **FACTOR)
+    factor: float = ranged(0.5, **FACTOR)
     threshold: float = ranged(0.01, ge=0)
     min_lr: float = ranged(1e-6, ge=0)
     max_lr_ratio: float = ranged(10.0, ge=1)
     increase: float = ranged(2.0, ge=1)
-    patience: int = ranged(4, ge=1)
+    patience: int = ranged(8, ge=1)
     patience_up: int = ranged(2, ge=1)
     z: float = ranged(2.0, ge=0)
     divergence: float = ranged(4.0, gt=1)
