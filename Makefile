@@ -14,7 +14,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-setup: $(STAMP)
+# DVC's plot pages draw offline: a template with the Vega libraries inline, set in this clone's .dvc/config.local
+OFFLINE_TEMPLATE := .dvc/plots/offline.html
+$(OFFLINE_TEMPLATE): $(STAMP)
+	$(BIN)/python -m adaptive_lr.report html-template -o $@
+	$(BIN)/dvc config --local plots.html_template plots/offline.html
+
+setup: $(STAMP) $(if $(wildcard .dvc),$(OFFLINE_TEMPLATE))
 
 # The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 3 ablations; 42 min here) on the offline stand-ins.
 repro: setup
@@ -36,10 +42,11 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # CI's report, in the style of a pull-request comment: `dvc metrics diff` / `dvc params diff`
-# against main (BASE=...), the headline table and the comparison PNGs, into report.md.
+# against main (BASE=...), the headline table, `dvc plots diff` against it as PNGs (plots-diff/) and the
+# comparison PNGs, into report.md.
 BASE ?=
 report: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m adaptive_lr.report ci $(if $(BASE),--base $(BASE)) -o report.md
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m adaptive_lr.report ci $(if $(BASE),--base $(BASE)) --plots-diff plots-diff -o report.md
 
 clean-venv:
 	rm -rf $(VENV)

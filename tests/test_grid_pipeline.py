@@ -185,7 +185,11 @@ def test_dvc_yaml_matrices_and_plots_follow_params(project):
     schedules = [s for s in params.schedules if s not in params.ablations]
     # compare reads every task's metrics folder
     assert {f"metrics/{t}" for t in params.tasks} <= set(spec["stages"]["compare"]["deps"])
-    plots = {k: v for item in spec["plots"] for k, v in item.items()}
+    plots = {k: v for item in spec["plots"] if isinstance(item, dict) for k, v in item.items()}
+    # compare's other figures are image plots: `dvc plots show/diff` show them too
+    images = {item for item in spec["plots"] if isinstance(item, str)}
+    figures = {"profile", "ablations", "time_to_target", "overhead"} | {f"sensitivity_{t}" for t in params.tasks}
+    assert images == {f"plots/{name}.png" for name in figures}
     for task in params.tasks:
         for kind in ("val_loss", "lr"):
             plot = plots[f"{kind}_{task}"]

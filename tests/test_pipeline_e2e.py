@@ -182,16 +182,20 @@ def test_dvc_repro_tiny_profile(tmp_path):
         # only adaptive's factor changed: every other schedule has the same result in all three
         assert swept["tasks"][task]["schedules"]["fixed"]["worst_gap"] == 0
 
-    # README recipe: `dvc plots diff` of the two experiments, and its offline PNG
-    from adaptive_lr.report import plot_diff_png, plots_diff_data
+    # README recipe: `dvc plots diff` of the two experiments as images, and DVC's own page drawing offline
+    from adaptive_lr.report import html_template, plots_diff_specs, render_plots
 
-    data = plots_diff_data(list(names), root=work)
-    rows = data["val_loss_vision"]
-    assert {r["rev"] for r in rows} == set(names) and {r["schedule"] for r in rows} == set(SCHEDULES)
-    assert sorted({r["step"] for r in rows}) == [1, 2] and {r["field"] for r in rows} == {"val_loss"}  # x = epoch
-    assert plot_diff_png(data, work / "diff.png").stat().st_size > 20_000
-    _run(dvc + ["plots", "diff", *names, "-o", "dvc_plots"], work)
-    assert (work / "dvc_plots" / "index.html").exists()
+    specs = plots_diff_specs(list(names), root=work)
+    rows = specs["val_loss_vision"]["data"]["values"]
+    assert {r["rev"] for r in rows} == set(names) and {r["field"] for r in rows} == set(SCHEDULES)
+    assert sorted({int(float(r["epoch"])) for r in rows}) == [1, 2]  # x = epoch
+    images = render_plots(specs, work / "dvc_plots" / "images")
+    assert {p.stem for p in images} == {f"{s}_{t}" for s in ("val_loss", "lr") for t in TASKS}
+    assert all(p.stat().st_size > 20_000 for p in images)
+    template = html_template(work / ".dvc" / "plots" / "offline.html")
+    _run(dvc + ["plots", "diff", *names, "--html-template", str(template), "-o", "dvc_plots"], work)
+    page = (work / "dvc_plots" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "<script src=" not in page
 
     # a single override in the workspace: the train stages re-run, and train only the changed schedule's runs
     # (the others are rewritten from their kept states); compare runs

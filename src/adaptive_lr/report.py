@@ -1,10 +1,16 @@
 """Reports around DVC, for places without a browser or a network.
 
-``python -m adaptive_lr.report plots-diff [REV ...] [-o PNG]``
-    The offline rendering of ``dvc plots diff REV ...``: DVC's own plot data (the
-    top-level ``plots:`` of dvc.yaml, any git revision or experiment name) drawn with
-    matplotlib, one panel per plot (each schedule at its tuned LR, mean over seeds, as compare
-    writes it), one line style per revision. DVC's HTML needs a CDN to draw; this PNG does not.
+``python -m adaptive_lr.report plots-diff [REV ...] [-o DIR] [--format png|svg]``
+    ``dvc plots diff REV ...`` as image files, one per plot of dvc.yaml's ``plots:`` (any git
+    revision or experiment name): DVC's own Vega-Lite specs (its templates, filled with every
+    revision's rows, from ``dvc plots diff --json``) rendered by vl-convert, without a browser or
+    a network. For pull-request comments and terminals.
+
+``python -m adaptive_lr.report html-template [-o PATH]``
+    A DVC HTML template with the Vega libraries inline (``dvc plots show/diff --html-template
+    PATH``, or ``plots.html_template`` in DVC's config): DVC's own plot pages then draw offline;
+    its default page loads Vega from a CDN. ``make setup`` writes it to .dvc/plots/offline.html
+    and sets it in the clone's .dvc/config.local.
 
 ``python -m adaptive_lr.report sweep EXP ... [-o JSON]``
     The initial-LR sweep in one table: every schedule's mean test metric in the workspace
@@ -13,10 +19,11 @@
     tolerance (1 point of accuracy, 0.02 WER). Reads each experiment's committed
     ``metrics/comparison.json`` and ``params.yaml`` from git.
 
-``python -m adaptive_lr.report ci [--base REV] [-o MD]``
+``python -m adaptive_lr.report ci [--base REV] [--plots-diff DIR] [-o MD]``
     A pull-request-comment style report: ``dvc metrics diff`` and ``dvc params diff``
-    against the base, the headline table of ``metrics/comparison.json`` and the
-    comparison PNGs. ``.ci/run`` writes it on every run.
+    against the base, the headline table of ``metrics/comparison.json``, ``dvc plots diff``
+    against the base as images (``--plots-diff``) and the comparison PNGs. ``make report``
+    (which ``.ci/run`` and the pull-request workflow run) writes it to report.md.
 
 The same commands: ``python -m adaptive_lr report ...`` and ``adaptive-lr report ...``.
 """
@@ -27,12 +34,10 @@ import argparse
 import json
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from adaptive_lr.compare import OURS, format_number, headline, pyplot, save_png, tasks_of
+from adaptive_lr.compare import format_number, headline, tasks_of
+from adaptive_lr.files import atomic_write
 
 DVC = [sys.executable, "-m", "dvc"]  # the dvc of this environment
 
@@ -51,90 +56,95 @@ def _cmd(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def plots_diff_data(revs: list[str], targets: list[str] | None = None, root: Path = Path(".")) -> dict[str, list[dict]]:
-    """The rows DVC draws for ``dvc plots diff``: plot id -> rows with step (epoch), value, rev, schedule, field."""
+def plots_diff_specs(revs: list[str], targets: list[str] | None = None, root: Path = Path(".")) -> dict[str, dict]:
+    """DVC's own Vega-Lite spec of every data-series plot of ``dvc plots diff REV ...``, its data inline.
+
+    The specs are what ``dvc plots diff`` puts in its HTML (DVC's templates filled with every revision's
+    rows); image plots are left out. A revision DVC cannot read is a warning on stderr, as in DVC.
+    """
     cmd = DVC + ["plots", "diff", *revs, "--json"]
     if targets:
         cmd += ["--targets", *targets]
     out = json.loads(_cmd(cmd, root))
     for err in out.get("errors", []):
         print(f"warning: dvc plots: {err.get('rev')}: {err.get('msg', '').splitlines()[0]}", file=sys.stderr)
-    plots: dict[str, list[dict]] = {}
-    for plot_id, items in out.get("data", {}).items():
-        rows = []
-        for item in items:
-            if item.get("type") != "vega":
-                continue
-            # compare's curves (plots/curves/<task>_<series>.csv): one y field per schedule, the value DVC drew
-            for row in item["content"]["data"]["values"]:
-                value = row.get("dvc_inferred_y_value")
-                if row.get("field") is None or value in (None, ""):
-                    continue  # an epoch after the run stopped early
-                rows.append(
-                    {
-                        "rev": row["rev"],
-                        "schedule": row["field"],
-                        "field": plot_id.rsplit("_", 1)[0],
-                        "step": int(float(row["epoch"])),
-                        "value": float(value),
-                    }
-                )
-        if rows:
-            plots[plot_id] = rows
-    return plots
+    return {
+        plot_id: item["content"]
+        for plot_id, items in out.get("data", {}).items()
+        for item in items
+        if item.get("type") == "vega"
+    }
 
 
-def plot_diff_png(plots: dict[str, list[dict]], out: Path) -> Path:
-    """One panel per plot id; colour = schedule, line style = revision."""
-    if not plots:
+def _vl_version(spec: dict) -> str | None:
+    """The Vega-Lite compiler for ``spec``: the newest of its schema's major version that vl-convert bundles."""
+    import vl_convert as vlc
+
+    schema = str(spec.get("$schema", ""))
+    for major in ("v5", "v6"):
+        if f"/vega-lite/{major}" in schema:
+            versions = [v for v in vlc.get_vegalite_versions() if v.startswith(major[1:] + ".")]
+            return max(versions, key=lambda v: tuple(int(x) for x in v.split(".")), default=None)
+    return None
+
+
+def render_plots(specs: dict[str, dict], out: Path, fmt: str = "png") -> list[Path]:
+    """Render each Vega-Lite spec to ``out/<plot id>.<fmt>`` (png or svg) with vl-convert: no browser, no network."""
+    if not specs:
         raise ReportError(
             "dvc plots diff returned no data: are the revisions right, and do they define `plots:` in dvc.yaml?"
         )
-    plt = pyplot()
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
+    if fmt not in ("png", "svg"):
+        raise ReportError(f"format {fmt!r}: png or svg")
+    import vl_convert as vlc
 
-    ids = sorted(plots, key=lambda i: (i.rsplit("_", 1)[-1], i))  # val_loss_<task>, val_<metric>_<task>: by task
-    cols = min(2, len(ids))
-    rows_n = -(-len(ids) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(7 * cols, 4 * rows_n), dpi=100, squeeze=False)
-    styles = ["-", "--", ":", "-."]
-    revs = list(dict.fromkeys(r["rev"] for rows in plots.values() for r in rows))
-    schedules = list(dict.fromkeys(r["schedule"] for rows in plots.values() for r in rows))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for plot_id, spec in specs.items():
+        version = _vl_version(spec)
+        if fmt == "png":
+            data = bytes(vlc.vegalite_to_png(spec, vl_version=version, scale=2))
+        else:
+            data = vlc.vegalite_to_svg(spec, vl_version=version).encode()
+        path = out / f"{plot_id.replace('/', '_')}.{fmt}"
+        atomic_write(path, data)
+        paths.append(path)
+    return paths
 
-    def color(schedule: str) -> str:
-        return "black" if schedule == OURS else f"C{schedules.index(schedule) % 10}"
 
-    for ax, plot_id in zip(axes.flat, ids):
-        rows = plots[plot_id]
-        series: dict[tuple, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for r in rows:
-            series[(r["rev"], r["schedule"])][r["step"]].append(r["value"])
-        for (rev, schedule), by_step in series.items():
-            steps = sorted(by_step)
-            ax.plot(
-                steps,
-                [np.mean(by_step[s]) for s in steps],
-                color=color(schedule),
-                linestyle=styles[revs.index(rev) % len(styles)],
-                linewidth=2 if schedule == OURS else 1.3,
-            )
-        ax.set_title(plot_id)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(rows[0]["field"])
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(ids) :]:
-        ax.set_visible(False)
-    # one legend for the figure: colour = schedule, line style = revision
-    handles = [Line2D([], [], color=color(s), linewidth=2 if s == OURS else 1.3, label=s) for s in schedules]
-    handles += [
-        Line2D([], [], color="grey", linestyle=styles[i % len(styles)], label=rev) for i, rev in enumerate(revs)
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=8)
-    fig.suptitle("dvc plots diff " + " vs ".join(revs) + " (each schedule at its tuned LR, mean over seeds)")
-    fig.tight_layout(rect=(0, 0.06 * (2 / (rows_n + 1)), 1, 1))
-    return save_png(fig, out)
+# the placeholder dvc_render fills with its <script> tags (Vega from a CDN): left out, the page brings its own
+OFFLINE_TEMPLATE = """<!DOCTYPE html>
+<html>
+<head>
+    {refresh_tag}
+    <title>DVC Plot</title>
+    <meta charset="utf-8">
+    <!-- Vega, Vega-Lite and Vega-Embed, bundled by vl-convert {version}: this page draws without a network -->
+    <script type="text/javascript">
+__BUNDLE__
+    </script>
+    <style>
+        table {
+            border-spacing: 15px;
+        }
+    </style>
+</head>
+<body>
+    {plot_divs}
+</body>
+</html>
+"""
+
+
+def html_template(out: Path) -> Path:
+    """Write a DVC HTML template (``dvc plots show/diff --html-template``, or ``plots.html_template`` in the
+    config) that carries the Vega libraries inline, so DVC's plot pages draw offline."""
+    import vl_convert as vlc
+
+    version = getattr(vlc, "__version__", "")
+    page = OFFLINE_TEMPLATE.replace("{version}", version).replace("__BUNDLE__", vlc.javascript_bundle())
+    atomic_write(out, page)
+    return out
 
 
 def resolve_base(base: str | None, root: Path = Path(".")) -> str:
@@ -152,8 +162,13 @@ def resolve_base(base: str | None, root: Path = Path(".")) -> str:
     )
 
 
-def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
-    """Markdown in the style of a pull-request comment: metric and param changes against ``base``."""
+def ci_report(base: str | None = None, root: Path = Path("."), plots_diff: Path | None = None) -> str:
+    """Markdown in the style of a pull-request comment: metric and param changes against ``base``.
+
+    With ``plots_diff`` (a folder under ``root``), ``dvc plots diff <base>`` (the base against the workspace)
+    is rendered there as PNGs (:func:`render_plots`) and shown in a section of its own. Images are linked by
+    their path from ``root``, which is where ``cml comment create`` looks for them to upload.
+    """
     try:
         rev = resolve_base(base, root)
     except ReportError:
@@ -179,6 +194,11 @@ def ci_report(base: str | None = None, root: Path = Path(".")) -> str:
             "",
         ]
         lines += ["Full tables and paired verdicts: [metrics/comparison.md](metrics/comparison.md)", ""]
+    if plots_diff is not None and rev is not None:
+        out = plots_diff if plots_diff.is_absolute() else root / plots_diff
+        images = render_plots(plots_diff_specs([rev], root=root), out)
+        lines += [f"## dvc plots diff {rev} (vs the workspace)", ""]
+        lines += [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in images] + [""]
     pngs = sorted((root / "plots").glob("*.png"))
     if pngs:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in pngs] + [""]
@@ -281,10 +301,13 @@ def sweep_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None, prog: str = "python -m adaptive_lr.report") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("plots-diff", help="offline PNG of `dvc plots diff REV ...`")
+    p = sub.add_parser("plots-diff", help="`dvc plots diff REV ...` rendered to image files, offline")
     p.add_argument("revs", nargs="*", help="git revisions or experiment names (none: workspace vs HEAD, as dvc)")
     p.add_argument("--targets", nargs="*", help="plot ids from dvc.yaml (default: all)")
-    p.add_argument("-o", "--out", type=Path, default=Path("dvc_plots/diff.png"))
+    p.add_argument("-o", "--out", type=Path, default=Path("dvc_plots/images"), help="folder for the images")
+    p.add_argument("--format", choices=("png", "svg"), default="png")
+    t = sub.add_parser("html-template", help="a DVC HTML template that draws offline (the Vega libraries inline)")
+    t.add_argument("-o", "--out", type=Path, default=Path(".dvc/plots/offline.html"))
     w = sub.add_parser(
         "sweep", help="the initial-LR sweep: test metric per schedule in the workspace and each experiment"
     )
@@ -293,11 +316,14 @@ def main(argv: list[str] | None = None, prog: str = "python -m adaptive_lr.repor
     c = sub.add_parser("ci", help="markdown report of metric and param changes")
     c.add_argument("--base", help="revision to compare with (default: origin/main, else main, else HEAD)")
     c.add_argument("-o", "--out", type=Path, help="also write the markdown here")
+    c.add_argument("--plots-diff", type=Path, help="render `dvc plots diff <base>` into this folder and show it")
     args = parser.parse_args(argv)
     try:
         if args.command == "plots-diff":
-            path = plot_diff_png(plots_diff_data(args.revs, args.targets), args.out)
-            print(f"wrote {path}")
+            for path in render_plots(plots_diff_specs(args.revs, args.targets), args.out, args.format):
+                print(f"wrote {path}")
+        elif args.command == "html-template":
+            print(f"wrote {html_template(args.out)}")
         elif args.command == "sweep":
             result = sweep(args.names)
             if args.out:
@@ -306,10 +332,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m adaptive_lr.repor
                 write_json(result, args.out)
             print(sweep_markdown(result))
         else:
-            md = ci_report(args.base)
+            md = ci_report(args.base, plots_diff=args.plots_diff)
             if args.out:
-                from adaptive_lr.files import atomic_write
-
                 atomic_write(args.out, md)
             print(md)
     except ReportError as exc:
