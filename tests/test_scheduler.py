@@ -320,4 +320,8 @@ def test_best_state_as_the_restore_hook_of_a_rollback():
         model.weight.fill_(1e6)  # the weights blew up
     best.update(math.nan)
     sched.step(math.nan)
-    assert torch.equal(model.weight, good) and sched.rollbacks == 1 and sched.get_last_lr() == pytest.approx([0.1 * sched.factor])
+    assert (
+        torch.equal(model.weight, good)
+        and sched.rollbacks == 1
+        and sched.get_last_lr() == pytest.approx([0.1 * sched.factor])
+    )

@@ -1,4 +1,4 @@
-"""Choose AdaptiveLR's knobs on validation data only: candidates over the initial-LR grid, scored against the best tuned peer.
+"""Choose AdaptiveLR's knobs on validation only: candidates over the initial-LR grid against the best tuned peer.
 
 Every candidate (a JSON object of ``schedules.adaptive`` overrides; '{}' = params.yaml as it is) is
 trained on every task, every multiplier of ``grid.multipliers`` and every seed given, with the default
@@ -67,8 +67,17 @@ def _train(job: tuple[str, dict, str, float, int]) -> tuple[str, str, float, int
     knobs = replace(params.schedules["adaptive"], **over)
     with tempfile.TemporaryDirectory() as tmp:
         r = train_one(
-            get_task(task, cfg), cfg, "adaptive", knobs, seed, Path("data") / task, Path(tmp) / "run",
-            Path(tmp) / "live", log=lambda s: None, multiplier=m, progress=False,
+            get_task(task, cfg),
+            cfg,
+            "adaptive",
+            knobs,
+            seed,
+            Path("data") / task,
+            Path(tmp) / "run",
+            Path(tmp) / "live",
+            log=lambda s: None,
+            multiplier=m,
+            progress=False,
         )
     loss = r.best_val_loss if r.best_val_loss is not None and math.isfinite(r.best_val_loss) else math.inf
     print(f"{text} {task} {m:g}x seed {seed}: best val loss {loss:.4f}, val metric {r.best_val_metric:.4f}", flush=True)
@@ -86,13 +95,20 @@ def main(argv: list[str]) -> int:
     for task, (name, m, loss) in peers.items():
         print(f"{task}: best tuned peer {name} at {m:g}x, mean best val loss {loss:.4f}")
     mults = params.grid.multipliers
-    jobs = [(text, json.loads(text), task, m, seed) for text in args.candidates for task in args.tasks
-            for m in mults for seed in args.seeds]
+    jobs = [
+        (text, json.loads(text), task, m, seed)
+        for text in args.candidates
+        for task in args.tasks
+        for m in mults
+        for seed in args.seeds
+    ]
     import multiprocessing
 
     with ProcessPoolExecutor(params.grid.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         done = list(pool.map(_train, jobs))
-    print("\nmean best val loss per task at " + " / ".join(f"{m:g}x" for m in mults) + "; log(loss / best tuned peer's):")
+    print(
+        "\nmean best val loss per task at " + " / ".join(f"{m:g}x" for m in mults) + "; log(loss / best tuned peer's):"
+    )
     print("| candidate | " + " | ".join(args.tasks) + " | worst | mean |")
     for text in args.candidates:
         cells, worst, logs = [], [], []
@@ -105,7 +121,11 @@ def main(argv: list[str]) -> int:
             cells.append(" / ".join(row))
             worst.append(max(task_logs))
             logs += task_logs
-        print(f"| `{text}` | " + " | ".join(cells) + f" | {statistics.fmean(worst):+.3f} | {statistics.fmean(logs):+.3f} |")
+        print(
+            f"| `{text}` | "
+            + " | ".join(cells)
+            + f" | {statistics.fmean(worst):+.3f} | {statistics.fmean(logs):+.3f} |"
+        )
     return 0
 
 
