@@ -90,8 +90,9 @@ def test_the_grid_sharded_across_two_machines_equals_one_machine(tmp_path):
 
     collector = tmp_path / "collector"
     _run(["git", "clone", "-q", str(origin), str(collector)], tmp_path)
-    _run(DVC + ["fetch", "--run-cache"], collector)  # the run-cache entries (no dvc.lock here yet: nothing to check out)
-    out = _run(DVC + ["repro", "--pull"], collector)  # --pull: the outputs those entries name, from the remote
+    # the run-cache entries (no dvc.lock here yet: nothing to check out), then the outputs they name
+    _run(DVC + ["fetch", "--run-cache"], collector)
+    out = _run(DVC + ["repro", "--pull"], collector)
     assert _ran(out) == {"compare"}, out[-3000:]
     for task in ("vision", "text", "speech"):
         assert f"Stage 'train@{task}' is cached - skipping run, checking out outputs" in out
