@@ -162,6 +162,11 @@ def resolve_base(base: str | None, root: Path = Path(".")) -> str:
     )
 
 
+def _image_links(paths: list[Path], root: Path) -> list[str]:
+    """Markdown image lines linked by their paths from ``root`` (where `cml comment create` finds them), a blank."""
+    return [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in paths] + [""]
+
+
 def ci_report(base: str | None = None, root: Path = Path("."), plots_diff: Path | None = None) -> str:
     """Markdown in the style of a pull-request comment: metric and param changes against ``base``.
 
@@ -197,11 +202,10 @@ def ci_report(base: str | None = None, root: Path = Path("."), plots_diff: Path 
     if plots_diff is not None and rev is not None:
         out = plots_diff if plots_diff.is_absolute() else root / plots_diff
         images = render_plots(plots_diff_specs([rev], root=root), out)
-        lines += [f"## dvc plots diff {rev} (vs the workspace)", ""]
-        lines += [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in images] + [""]
+        lines += [f"## dvc plots diff {rev} (vs the workspace)", ""] + _image_links(images, root)
     pngs = sorted((root / "plots").glob("*.png"))
     if pngs:
-        lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in pngs] + [""]
+        lines += ["## Plots", ""] + _image_links(pngs, root)
     return "\n".join(lines)
 
 
