@@ -13,7 +13,7 @@ import torch
 
 from adaptive_lr import schedules
 from adaptive_lr.tasks import get_task
-from adaptive_lr.train import evaluate, probes_per_epoch, train_one
+from adaptive_lr.train import autocast_for, cpu_runs_bf16, evaluate, probes_per_epoch, train_one
 
 
 @pytest.fixture
@@ -194,6 +194,18 @@ def test_progress_bar_follows_the_terminal_unless_forced_off(prepared, tiny_visi
         assert "[vision/fixed 1x seed 0] epoch 2/2" in written()
     os.close(master)
     assert _timeless(shown) == _timeless(off)
+
+
+def test_amp_on_a_cpu_autocasts_only_where_bf16_is_native():
+    # amp true: bf16 where oneDNN runs it natively, fp32 where it would be emulated (AVX2); amp false: never
+    cpu = torch.device("cpu")
+    x = torch.randn(4, 4)
+    with autocast_for(cpu, True):
+        assert torch.is_autocast_enabled("cpu") == cpu_runs_bf16()
+        assert (x @ x).dtype == (torch.bfloat16 if cpu_runs_bf16() else torch.float32)
+    with autocast_for(cpu, False):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (x @ x).dtype == torch.float32
 
 
 def test_divergence_is_recorded_not_raised(prepared, tiny_vision_cfg):

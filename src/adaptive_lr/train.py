@@ -57,9 +57,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@functools.cache
+def cpu_runs_bf16() -> bool:
+    """Does this CPU run bf16 natively (oneDNN's check: AVX-512 BF16 or AMX, or at least AVX-512 BW/VL/DQ)?
+
+    Without it (AVX2 machines) bf16 autocast is emulated: a text or speech run of the default
+    profile took 6x and 2.7x as long with it as without (AMD EPYC, AVX2, torch 2.14).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
 def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on CPU (AMX) and on CUDA GPUs that support it; a no-op otherwise."""
-    if not amp:
+    """bf16 autocast on a CPU that runs bf16 natively (:func:`cpu_runs_bf16`) and on CUDA GPUs that support
+    it, fp16 on older CUDA GPUs; a no-op otherwise (``amp`` false, or a CPU that would only emulate bf16)."""
+    if not amp or (device.type == "cpu" and not cpu_runs_bf16()):
         return nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.float16)
