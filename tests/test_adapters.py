@@ -202,3 +202,183 @@ def test_lightning_steps_it_with_the_monitored_val_loss():
     assert sched.get_last_lr()[0] == pytest.approx(expected[-1])
     assert len(set(expected)) > 1, "the run should move the LR, or the replay proves little"
     assert all(math.isfinite(v) for v in module.seen)
+
+
+# The same algorithm through the frameworks: the noise of each evaluation reaches the scheduler ----
+class NoiseOrSignal(torch.utils.data.Dataset):
+    """x ~ N(0, 1)^8; y = x @ w + noise with w = 0 (pure noise: nothing to learn) or w ~ N(0, 1) (a signal)."""
+
+    def __init__(self, n: int, seed: int, signal: bool):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 8, generator=g)
+        w = torch.randn(8, generator=torch.Generator().manual_seed(99)) if signal else torch.zeros(8)
+        self.y = self.x @ w + torch.randn(n, generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+class ZeroLinear(torch.nn.Module):
+    """A linear regression starting at zero: on pure noise it starts at the optimum, so no evaluation can truly
+    improve on the first; the HF Trainer gets its loss from ``forward`` when the batch has labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(8, 1)
+        torch.nn.init.zeros_(self.net.weight)
+        torch.nn.init.zeros_(self.net.bias)
+
+    def forward(self, x, labels=None):
+        pred = self.net(x).squeeze(-1)
+        out = {"logits": pred}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.mse_loss(pred, labels)
+        return out
+
+
+SEEDS = range(8)  # noise-only runs per judgement: a z = 2 test still raises on noise now and then, so count runs
+
+
+def hf_fit(tmp_path, seed: int, signal: bool, batch_losses: bool, lr: float) -> AdaptiveLR:
+    """A real Trainer run (256 training samples, 4 epochs, an evaluation every 4 steps on 512 samples in 16
+    batches); the scheduler afterwards. Threshold 0: only the significance test stands between noise and a raise."""
+    from transformers import Trainer
+
+    from adaptive_lr.hf import AdaptiveLRCallback
+
+    torch.manual_seed(seed)
+    model = ZeroLinear()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = AdaptiveLR(opt, threshold=0.0)
+    trainer = Trainer(
+        model=model,
+        args=hf_args(tmp_path, num_train_epochs=4, per_device_eval_batch_size=32, seed=seed, data_seed=seed),
+        train_dataset=NoiseOrSignal(256, 2 * seed, signal),
+        eval_dataset=NoiseOrSignal(512, 2 * seed + 1, signal),
+        optimizers=(opt, sched),
+        callbacks=[AdaptiveLRCallback(batch_losses=batch_losses)],
+    )
+    trainer.train()
+    assert sched.last_epoch == 16  # 16 steps an epoch x 4 epochs, an evaluation every 4
+    return sched
+
+
+def test_hf_noise_only_evaluations_do_not_raise_the_lr(tmp_path):
+    # with each evaluation's 16 batch losses attached, the paired test sees that the changes are noise;
+    # fed the mean alone (batch_losses=False: the threshold only), the same runs raise on it
+    judged = [hf_fit(tmp_path / f"a{s}", s, signal=False, batch_losses=True, lr=3e-2).raises for s in SEEDS]
+    threshold_only = [hf_fit(tmp_path / f"b{s}", s, signal=False, batch_losses=False, lr=3e-2).raises for s in SEEDS]
+    assert sum(r > 0 for r in judged) <= 1, judged  # measured: 1 run of 10 raised once
+    assert sum(r > 0 for r in threshold_only) >= 4, threshold_only  # measured: 6 of 10
+
+
+def test_hf_a_real_improvement_raises_the_lr(tmp_path):
+    sched = hf_fit(tmp_path, 0, signal=True, batch_losses=True, lr=1e-3)
+    assert sched.raises > 0
+    assert sched.best_samples is not None and len(sched.best_samples) == 16  # judged on the batches, paired
+
+
+def test_hf_callback_warns_when_the_evaluation_has_one_batch(tmp_path, caplog):
+    from transformers import Trainer
+
+    from adaptive_lr.hf import AdaptiveLRCallback
+
+    model = ZeroLinear()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    trainer = Trainer(
+        model=model,
+        args=hf_args(tmp_path, num_train_epochs=1, per_device_eval_batch_size=64),
+        train_dataset=NoiseOrSignal(64, 0, True),
+        eval_dataset=NoiseOrSignal(64, 1, True),
+        optimizers=(opt, AdaptiveLR(opt)),
+        callbacks=[AdaptiveLRCallback()],
+    )
+    with caplog.at_level("WARNING", logger="adaptive_lr.hf"):
+        trainer.train()
+    assert "the evaluation had 1 batch; lower per_device_eval_batch_size" in caplog.text
+
+
+def lightning_fit(signal: bool, per_sample: bool = True, epochs: int = 4, seed: int = 0, ckpt_path=None, **knobs):
+    """A real Lightning fit validating 4 times an epoch (val_check_interval 0.25) on 512 samples; the callback,
+    the module and the trainer."""
+    import pytorch_lightning as pl
+
+    from adaptive_lr.lightning import AdaptiveLRCallback
+
+    train = torch.utils.data.DataLoader(NoiseOrSignal(256, 2 * seed, signal), batch_size=16, shuffle=True)
+    val = torch.utils.data.DataLoader(NoiseOrSignal(512, 2 * seed + 1, signal), batch_size=64)
+
+    class Regression(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = ZeroLinear()
+            self.validations = 0
+
+        def training_step(self, batch, _):
+            return self.model(batch["x"], batch["labels"])["loss"]
+
+        def validation_step(self, batch, _):
+            losses = (self.model(batch["x"])["logits"] - batch["labels"]) ** 2
+            self.log("val_loss", losses.mean())
+            return losses if per_sample else None
+
+        def on_validation_end(self):
+            self.validations += not self.trainer.sanity_checking
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=knobs.pop("lr"))
+
+    torch.manual_seed(seed)
+    callback, module = AdaptiveLRCallback(threshold=0.0, **{k: v for k, v in knobs.items() if k != "lr"}), Regression()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        val_check_interval=0.25,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=[callback],
+    )
+    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    return callback, module, trainer
+
+
+def test_lightning_callback_steps_after_every_validation_and_noise_does_not_raise():
+    callback, module, _ = lightning_fit(signal=False, lr=3e-2)
+    sched = callback.scheduler
+    assert module.validations == 16  # 4 epochs x 4 validations (in-epoch ones included)
+    assert sched.last_epoch == 16  # stepped after each of them, never per batch
+    assert len(sched.best_samples) == 512  # per-sample losses: the paired test is on
+    judged = [sched.raises] + [lightning_fit(signal=False, seed=s, lr=3e-2)[0].scheduler.raises for s in SEEDS[1:]]
+    # the same runs judged on the threshold alone raise on that noise
+    threshold_only = [lightning_fit(False, seed=s, lr=3e-2, significance=False)[0].scheduler.raises for s in SEEDS]
+    assert sum(r > 0 for r in judged) <= 1, judged  # measured: 0 runs of 10
+    assert sum(r > 0 for r in threshold_only) >= 4, threshold_only  # measured: 7 of 10
+
+
+def test_lightning_callback_a_real_improvement_raises_the_lr():
+    assert lightning_fit(signal=True, lr=1e-3)[0].scheduler.raises > 0
+
+
+def test_lightning_callback_says_what_is_wrong_with_the_setup():
+    with pytest.raises(ValueError, match="validation_step returned no losses"):
+        lightning_fit(signal=True, per_sample=False, epochs=1, lr=1e-3)
+
+
+def test_lightning_callback_state_travels_in_checkpoints(tmp_path):
+    callback, _, trainer = lightning_fit(signal=True, epochs=2, lr=1e-3)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
+    (state,) = [v for k, v in saved.items() if "AdaptiveLRCallback" in k]
+    assert state["scheduler"] == callback.scheduler.state_dict()
+    # a fit resumed from it goes on from that state: 2 more epochs of 4 validations, the LR where it was
+    resumed, _, _ = lightning_fit(signal=True, epochs=4, lr=1e-3, ckpt_path=tmp_path / "last.ckpt")
+    assert resumed.scheduler.last_epoch == 8 + 8
+    assert resumed.scheduler.raises >= callback.scheduler.raises
+    full, _, _ = lightning_fit(signal=True, epochs=4, lr=1e-3)
+    assert resumed.scheduler.get_last_lr() == pytest.approx(full.scheduler.get_last_lr())

@@ -122,7 +122,7 @@ def test_registry_builds_without_the_extras_and_names_the_extra_a_peer_needs():
     assert "bad knob: schedules.adaptive.patience = 0: must be >= 1" in out
 
 
-@pytest.mark.parametrize("module, extra", [("adaptive_lr.hf", "hf")])
+@pytest.mark.parametrize("module, extra", [("adaptive_lr.hf", "hf"), ("adaptive_lr.lightning", "lightning")])
 def test_adapter_without_its_extra_says_which_to_install(module, extra):
     proc = run_blocked(f"import {module}")
     assert proc.returncode != 0

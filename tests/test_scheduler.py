@@ -137,6 +137,37 @@ def test_improvement_judged_against_its_own_noise():
     assert s.get_last_lr() == [pytest.approx(2e-3)]
 
 
+def test_attached_samples_make_a_float_step_the_same_as_a_samples_step():
+    # a framework passes the mean; the losses attached before it give the same decisions as passing them
+    for trace in (
+        probe_trace([1.0 * 0.9**t for t in range(10)], noise=0.01),
+        probe_trace([1.0] * 8, noise=0.3, seed=3),
+    ):
+        _, direct = make(patience_up=1)
+        _, attached = make(patience_up=1)
+        for x in trace:
+            direct.step(torch.as_tensor(x))
+            attached.attach_samples(torch.as_tensor(x))
+            attached.step(float(np.mean(x)))
+            assert attached.get_last_lr() == pytest.approx(direct.get_last_lr(), rel=1e-12)
+        assert attached.raises == direct.raises and attached.best_samples == pytest.approx(direct.best_samples)
+    # used once: the next float alone is judged unpaired, against the reference's standard error (0.115), so
+    # its 5% gain is not significant; were the attached losses used again, the paired noise would be 0
+    _, s = make(patience_up=1)
+    s.attach_samples([1.0, 1.2, 0.8])
+    s.step(1.0)
+    s.step(0.95)
+    assert s.best_samples == [1.0, 1.2, 0.8] and s.num_bad == 1 and s.get_last_lr() == [pytest.approx(1e-3)]
+    # a step given its own samples ignores attached ones; attached losses are no part of the state
+    s.attach_samples([9.0, 9.0])
+    s.step([0.5, 0.6, 0.4])
+    assert s.best_samples == [0.5, 0.6, 0.4]
+    s.attach_samples([1.0, 2.0])
+    assert "_attached" not in s.state_dict()
+    with pytest.raises(ValueError, match="attach_samples\\(\\) needs a 1-D tensor or sequence of losses"):
+        s.attach_samples(0.5)
+
+
 def test_spike_rolls_back_and_cuts_lr():
     restored = []
     trace = [1.0, 0.8, math.nan, 0.7, 10.0, 0.6]

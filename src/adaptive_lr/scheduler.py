@@ -39,6 +39,9 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
     It is a ``ReduceLROnPlateau`` by type (none of that class's logic or state is used), so
     frameworks that feed a plateau scheduler its metric do the same for it: the Hugging Face
     ``Trainer`` at each evaluation, Lightning with ``{"scheduler": s, "monitor": "val_loss"}``.
+    Those pass the mean loss only; :mod:`adaptive_lr.hf` and :mod:`adaptive_lr.lightning` add the
+    per-batch or per-sample losses (:meth:`attach_samples`) and, for Lightning, a step after every
+    validation.
 
     ``val_loss`` is a float or 0-dim tensor, or, better, a 1-D tensor (or sequence) of the
     per-sample losses of a *fixed* set of validation samples, in the same order every time.
@@ -158,6 +161,7 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         self.last_epoch = 0  # number of step() calls, as in torch schedulers
         self.raises = self.cuts = self.rollbacks = 0
         self._last_lr = init
+        self._attached: list[float] | None = None  # per-sample losses for the next float step() (not state)
 
     # the decision ------------------------------------------------------------------
     def measure(self, metrics, stderr=None) -> tuple[float, list[float] | None, float]:
@@ -193,9 +197,26 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
             return False
         return not self.significance or gain > self.z * self.noise(samples, stderr)
 
+    def attach_samples(self, samples: torch.Tensor | Sequence[float]) -> None:
+        """Give the per-sample (or per-batch) losses behind the float the next :meth:`step` receives.
+
+        For a framework that feeds the scheduler the mean loss only (the Hugging Face ``Trainer``):
+        whoever sees the evaluation's losses attaches them first, and ``step(mean)`` judges the mean
+        against their noise, paired with the reference's losses, as ``step(samples)`` would. They are
+        used once; a ``step`` given per-sample losses itself ignores them.
+        """
+        _, values, _ = self.measure(samples)
+        if values is None:
+            raise ValueError("attach_samples() needs a 1-D tensor or sequence of losses, got a single number")
+        self._attached = values
+
     def step(self, metrics: float | torch.Tensor | Sequence[float], stderr: float | None = None) -> None:
         """Feed one validation measurement: a loss, or the per-sample losses of a fixed validation set."""
+        attached, self._attached = self._attached, None
         current, samples, se = self.measure(metrics, stderr)
+        if samples is None and attached is not None:
+            _, samples, attached_se = self.measure(attached)
+            se = attached_se if stderr is None else se
         self.last_epoch += 1
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -284,11 +305,11 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
 
     def state_dict(self) -> dict:
         """Everything but the optimizer and the restore hook (a resumed run continues exactly)."""
-        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "restore_fn")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "restore_fn", "_attached")}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore a state from :meth:`state_dict`."""
-        self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "restore_fn")})
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in ("optimizer", "restore_fn", "_attached")})
 
 
 class BestState:
