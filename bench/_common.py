@@ -26,10 +26,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from adaptive_lr.config import Params, TaskConfig, load_params  # noqa: E402
-from adaptive_lr.tasks import REGISTRY, get_task  # noqa: E402
+from adaptive_lr.tasks import get_task  # noqa: E402
 from adaptive_lr.tasks.base import Task  # noqa: E402
 
-TASKS = tuple(REGISTRY)
+# the study's tasks: those of params.yaml (the registry also holds families the study does not run)
+TASKS = tuple(load_params(REPO / "params.yaml").tasks)
 
 
 def add_common_args(parser: argparse.ArgumentParser, epochs: int, repeats: int) -> None:

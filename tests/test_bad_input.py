@@ -311,7 +311,7 @@ BAD_INPUT = [
     Bad(
         "unknown-task-key",
         ("compare",),
-        _exact("error: tasks.audio: unknown key; known keys: vision, text, speech") + ".*",
+        _exact("error: tasks.audio: unknown key; known keys: vision, text, speech, tabular, signal") + ".*",
         params=lambda r: r["tasks"].update(audio={}),
     ),
     Bad(

@@ -3,6 +3,7 @@
 No assertion on the figures themselves: they are timings, which vary with the machine's load.
 """
 
+import json
 import math
 import re
 import subprocess
@@ -52,8 +53,25 @@ def _run(tmp_path, script, *args):
     )
 
 
+# scripts that run a study rather than time something: their tiny run prints its tables
+STUDIES = {"untuned_problems.py": ["--tiny"]}
+
+
 def test_every_bench_script_has_a_smoke_test():
-    assert sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")) == sorted(TINY)
+    assert sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")) == sorted({**TINY, **STUDIES})
+
+
+def test_untuned_problems_runs_the_protocol_on_both_families(tmp_path):
+    out = _run(tmp_path, "untuned_problems.py", "--tiny", "--json", str(tmp_path / "families.json"))
+    assert out.returncode == 0, out.stderr
+    for family in ("tabular", "signal"):
+        assert f"## {family}: best tuned test accuracy 0." in out.stdout
+    assert "| adaptive | " in out.stdout and "budget (2 epochs)" in out.stdout
+    assert "machine:" in out.stdout
+    families = json.loads((tmp_path / "families.json").read_text())
+    assert set(families) == {"tabular", "signal"}
+    assert set(families["tabular"]["schedules"]) == {"fixed", "adaptive"}  # the tiny subset
+    assert [p.name for p in tmp_path.iterdir()] == ["families.json"]  # nothing else left behind
 
 
 @pytest.mark.parametrize("script", sorted(TINY))

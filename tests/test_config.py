@@ -65,7 +65,10 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["common"].update(seeds=[]), "seeds"),
         (lambda r: r["common"].update(lrr=1e-3), "common.lrr: unknown key"),
         (lambda r: r["common"].update(batch_size="32"), "common.batch_size: expected an integer"),
-        (lambda r: r["tasks"].update(audio={}), "tasks.audio: unknown key; known keys: vision, text, speech"),
+        (
+            lambda r: r["tasks"].update(audio={}),
+            "tasks.audio: unknown key; known keys: vision, text, speech, tabular, signal",
+        ),
         (lambda r: r["tasks"]["vision"].update(source="web"), "tasks.vision.source"),
         (
             lambda r: r["tasks"]["vision"].update(source="local"),

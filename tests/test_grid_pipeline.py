@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from clock import without_clock
 
 from adaptive_lr import pipeline
 from adaptive_lr.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
 
 
 def tiny_params(root: Path, **grid) -> Path:
@@ -35,7 +35,7 @@ def outcome(root: Path, schedule: str) -> dict:
     out = {}
     for result in sorted((root / "live/vision" / schedule).glob("*x/seed*/result.json")):
         rel = result.parent.relative_to(root / "live")
-        fields = {k: v for k, v in json.loads(result.read_text()).items() if k not in TIMING}
+        fields = without_clock(json.loads(result.read_text()))
         out[str(rel)] = (fields, torch.load(root / "runs" / rel / "model.pt", weights_only=False)["model"])
     return out
 

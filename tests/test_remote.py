@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clock import without_clock
 from test_pipeline_e2e import GIT, _ran, _run, tiny_lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,16 +60,6 @@ def test_a_clone_pulls_the_results_and_reproduces_nothing(tmp_path):
     assert (other / "runs" / "vision" / "step" / "1x" / "seed0" / "model.pt").exists()
 
 
-def _without_timings(value):
-    """comparison.json without what depends on the machine's clock (seconds, rates, CPU and memory use)."""
-    clock = ("seconds", "per_s", "cpu_util", "rss", "elapsed", "share", "cost", "relative_to_fixed", "gpu_")
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if not any(c in k for c in clock)}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
-
-
 @pytest.mark.slow
 def test_the_grid_sharded_across_two_machines_equals_one_machine(tmp_path):
     """README recipe "The grid across machines": each machine reproduces its tasks' train stages and pushes
@@ -100,4 +91,4 @@ def test_the_grid_sharded_across_two_machines_equals_one_machine(tmp_path):
     _run(DVC + ["repro"], lab)  # one machine, everything
     sharded = json.loads((collector / "metrics" / "comparison.json").read_text())
     single = json.loads((lab / "metrics" / "comparison.json").read_text())
-    assert _without_timings(sharded) == _without_timings(single)
+    assert without_clock(sharded) == without_clock(single)

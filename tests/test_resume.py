@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from clock import without_clock
 
 from adaptive_lr.config import load_params
 from adaptive_lr.tasks import get_task
@@ -21,7 +22,6 @@ from adaptive_lr.train import train_one
 
 REPO = Path(__file__).resolve().parents[1]
 # fields of result.json that are clock readings (they differ between any two runs)
-TIMING = {"optim_seconds", "val_seconds", "probe_seconds", "sched_seconds", "elapsed", "usage", "checkpoint_seconds"}
 
 
 def make_project(path: Path) -> Path:
@@ -53,7 +53,7 @@ def outcome(project: Path, seed: int) -> tuple[dict, dict, dict]:
     result = json.loads((project / f"live/vision/adaptive/1x/seed{seed}/result.json").read_text())
     ckpt = torch.load(project / f"runs/vision/adaptive/1x/seed{seed}/model.pt", weights_only=False)
     metrics = json.loads((project / f"metrics/vision/adaptive/1x/{seed}.json").read_text())
-    return {k: v for k, v in result.items() if k not in TIMING}, ckpt["model"], metrics
+    return without_clock(result), ckpt["model"], metrics
 
 
 @pytest.mark.slow

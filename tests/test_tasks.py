@@ -1,4 +1,4 @@
-"""Vision and text tasks: real data preparation, batches, model, loss and metric on real tensors."""
+"""The tasks (vision, text, the synthetic families): real data preparation, batches, model, loss and metric."""
 
 from dataclasses import replace
 
@@ -199,3 +199,55 @@ def test_prepared_files_are_byte_identical_across_runs(tmp_path, tiny_vision_cfg
         task.prepare(tmp_path / d, seed=0)
     for split in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{split}.pt").read_bytes() == (tmp_path / "b" / f"{split}.pt").read_bytes()
+
+
+# the problem families the study does not run (bench/untuned_problems.py) --------------------------
+@pytest.mark.parametrize(
+    "name, data, shape",
+    [
+        ("tabular", {"n_train": 400, "n_test": 200, "label_noise": 0.3}, (20,)),
+        ("signal", {"n_train": 400, "n_test": 200, "length": 64}, (1, 64)),
+    ],
+)
+def test_synthetic_families_prepare_split_and_learn(tmp_path, name, data, shape):
+    from adaptive_lr.config import TaskConfig
+    from adaptive_lr.schedules import REGISTRY
+    from adaptive_lr.train import train_one
+
+    cfg = TaskConfig(task=name, epochs=6, batch_size=32, patience=6, seeds=(0,), target_val_loss=1.0, data=data)
+    task = get_task(name, cfg)
+    sizes = task.prepare(tmp_path / "a", seed=0)
+    task.prepare(tmp_path / "b", seed=0)
+    assert sizes == {"train": 320, "val": 80, "test": 200}
+    for split in ("train", "val", "test"):
+        a, b = (torch.load(tmp_path / d / f"{split}.pt") for d in "ab")
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["y"], b["y"])  # deterministic
+        assert tuple(a["x"].shape[1:]) == shape and a["x"].dtype == torch.float32
+    knobs = REGISTRY["fixed"][0]()  # the fixed schedule's knobs (none)
+    result = train_one(
+        task, replace(cfg, lr=3e-3), "fixed", knobs, 0, tmp_path / "a", tmp_path / "run", tmp_path / "live"
+    )
+    chance = 1 / (4 if name == "signal" else task.data_cfg["classes"])
+    assert result.best_val_metric > chance + 0.15, result.best_val_metric  # a real model learning a real signal
+
+
+def test_tabular_label_noise_spares_the_test_split(tmp_path):
+    from adaptive_lr.config import TaskConfig
+
+    cfg = TaskConfig(task="tabular", seeds=(0,), target_val_loss=1.0, data={"n_train": 400, "n_test": 400})
+    clean = get_task("tabular", replace(cfg, data={**cfg.data, "label_noise": 0.0}))
+    noisy = get_task("tabular", replace(cfg, data={**cfg.data, "label_noise": 0.5}))
+    clean.prepare(tmp_path / "clean", seed=0)
+    noisy.prepare(tmp_path / "noisy", seed=0)
+    load = lambda d, s: torch.load(tmp_path / d / f"{s}.pt")["y"]  # noqa: E731
+    assert torch.equal(load("clean", "test"), load("noisy", "test"))
+    changed = (load("clean", "train") != load("noisy", "train")).float().mean()
+    assert 0.25 < changed < 0.5  # half replaced by a random class of 4: 3/8 change
+
+
+def test_synthetic_families_take_the_builtin_source_only(tmp_path):
+    from adaptive_lr.config import TaskConfig
+
+    cfg = TaskConfig(task="signal", source="hub", seeds=(0,), target_val_loss=1.0)
+    with pytest.raises(ParamsError, match="tasks.signal.source = 'hub': this task is synthetic, use builtin"):
+        get_task("signal", cfg).prepare(tmp_path, seed=0)

@@ -23,13 +23,12 @@ import math
 import statistics
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from adaptive_lr.config import load_params
 from adaptive_lr.grid import mult_dir
-from adaptive_lr.pipeline import task_config
+from adaptive_lr.pipeline import Workers, task_config
 from adaptive_lr.schedules import ABLATED
 
 
@@ -102,10 +101,9 @@ def main(argv: list[str]) -> int:
         for m in mults
         for seed in args.seeds
     ]
-    import multiprocessing
-
-    with ProcessPoolExecutor(params.grid.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        done = list(pool.map(_train, jobs))
+    done: list[tuple[str, str, float, int, float]] = []
+    with Workers(params.grid.workers) as pool:  # the train stage's processes: one torch thread each
+        pool.run(_train, jobs, lambda job, result: done.append(result))
     print(
         "\nmean best val loss per task at " + " / ".join(f"{m:g}x" for m in mults) + "; log(loss / best tuned peer's):"
     )

@@ -14,6 +14,9 @@ REGISTRY = {
     "vision": "adaptive_lr.tasks.vision.task:VisionTask",
     "text": "adaptive_lr.tasks.text.task:TextTask",
     "speech": "adaptive_lr.tasks.speech.task:SpeechTask",
+    # problem families the study does not run (AdaptiveLR was not tuned on them): bench/untuned_problems.py
+    "tabular": "adaptive_lr.tasks.tabular.task:TabularTask",
+    "signal": "adaptive_lr.tasks.signal.task:SignalTask",
 }
 
 

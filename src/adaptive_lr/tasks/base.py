@@ -150,3 +150,38 @@ class ClassificationTask(Task):
         if not references:
             return float("nan")
         return sum(p == r for p, r in zip(predictions, references)) / len(references)
+
+
+class SyntheticClassificationTask(ClassificationTask):
+    """A classification task on synthetic tensors made in ``prepare`` (the ``builtin`` source only).
+
+    A subclass makes the splits (:meth:`make_splits`: ``{split: (x, y)}``) and builds the model; this
+    class saves, loads and batches them (``x`` float, ``y`` class indices) and takes ``model(x)`` as the logits.
+    """
+
+    @abc.abstractmethod
+    def make_splits(self, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"train": (x, y), "val": ..., "test": ...}`` drawn with ``seed``."""
+
+    def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
+        from adaptive_lr.errors import ParamsError
+        from adaptive_lr.files import save_torch
+
+        if self.cfg.source != "builtin":
+            raise ParamsError(f"tasks.{self.name}.source = {self.cfg.source!r}: this task is synthetic, use builtin")
+        splits = self.make_splits(seed)
+        for split, (x, y) in splits.items():
+            save_torch({"x": x.float(), "y": y.long()}, Path(out_dir) / f"{split}.pt")
+        return {split: len(y) for split, (_, y) in splits.items()}
+
+    def load(self, data_dir: Path, split: str) -> torch.utils.data.Dataset:
+        from adaptive_lr.tasks.sources import load_split
+
+        blob = load_split(data_dir, split, f"prepare@{self.name}", ("x", "y"))
+        return torch.utils.data.TensorDataset(blob["x"], blob["y"])
+
+    def collate(self, items: list) -> dict[str, Any]:
+        return {"x": torch.stack([i[0] for i in items]), "y": torch.stack([i[1] for i in items])}
+
+    def logits(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(batch["x"]).float()
