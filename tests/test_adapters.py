@@ -155,6 +155,21 @@ def test_hf_callback_says_what_is_wrong_with_the_setup(tmp_path, over, scheduler
 
 
 # Lightning ------------------------------------------------------------------------------------
+def quiet_trainer(**over):
+    """A deterministic Lightning ``Trainer`` on the CPU that writes and prints nothing (logs, checkpoints, bars)."""
+    import pytorch_lightning as pl
+
+    kw = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    return pl.Trainer(**{**kw, **over})
+
+
 def test_lightning_steps_it_with_the_monitored_val_loss():
     import pytorch_lightning as pl
 
@@ -185,15 +200,7 @@ def test_lightning_steps_it_with_the_monitored_val_loss():
             return {"optimizer": opt, "lr_scheduler": {"scheduler": AdaptiveLR(opt, **KNOBS), "monitor": "val_loss"}}
 
     module = Regression()
-    trainer = pl.Trainer(
-        max_epochs=8,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-    )
+    trainer = quiet_trainer(max_epochs=8)
     trainer.fit(module, train, val)
     sched = trainer.lr_scheduler_configs[0].scheduler
     assert isinstance(sched, AdaptiveLR)
@@ -301,7 +308,9 @@ def test_hf_callback_warns_when_the_evaluation_has_one_batch(tmp_path, caplog):
     assert "the evaluation had 1 batch; lower per_device_eval_batch_size" in caplog.text
 
 
-def lightning_fit(signal: bool, per_sample: bool = True, epochs: int = 4, seed: int = 0, ckpt_path=None, **knobs):
+def lightning_fit(
+    signal: bool, lr: float, per_sample: bool = True, epochs: int = 4, seed: int = 0, ckpt_path=None, **knobs
+):
     """A real Lightning fit validating 4 times an epoch (val_check_interval 0.25) on 512 samples; the callback,
     the module and the trainer."""
     import pytorch_lightning as pl
@@ -329,21 +338,11 @@ def lightning_fit(signal: bool, per_sample: bool = True, epochs: int = 4, seed: 
             self.validations += not self.trainer.sanity_checking
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=knobs.pop("lr"))
+            return torch.optim.Adam(self.parameters(), lr=lr)
 
     torch.manual_seed(seed)
-    callback, module = AdaptiveLRCallback(threshold=0.0, **{k: v for k, v in knobs.items() if k != "lr"}), Regression()
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        val_check_interval=0.25,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-        callbacks=[callback],
-    )
+    callback, module = AdaptiveLRCallback(threshold=0.0, **knobs), Regression()
+    trainer = quiet_trainer(max_epochs=epochs, val_check_interval=0.25, callbacks=[callback])
     trainer.fit(module, train, val, ckpt_path=ckpt_path)
     return callback, module, trainer
 

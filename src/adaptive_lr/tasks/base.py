@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -162,6 +163,15 @@ class SyntheticClassificationTask(ClassificationTask):
     @abc.abstractmethod
     def make_splits(self, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """``{"train": (x, y), "val": ..., "test": ...}`` drawn with ``seed``."""
+
+    def split(self, seed: int) -> tuple[Any, Any, Any]:
+        """Indices of the train, val and test examples among ``n_train + n_test`` drawn ones: the first
+        ``data.n_train`` are split by ``validation_split`` (seed + 1), the rest are the test split."""
+        from adaptive_lr.tasks.sources import split_indices
+
+        n_train, n_test = self.data_cfg["n_train"], self.data_cfg["n_test"]
+        train, val = split_indices(n_train, self.cfg.validation_split, seed + 1, f"tasks.{self.name}.data.n_train")
+        return train, val, np.arange(n_train, n_train + n_test)
 
     def prepare(self, out_dir: Path, seed: int) -> dict[str, int]:
         from adaptive_lr.errors import ParamsError

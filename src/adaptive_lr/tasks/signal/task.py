@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from adaptive_lr.tasks.base import SyntheticClassificationTask
-from adaptive_lr.tasks.sources import split_indices
 from adaptive_lr.validation import Knob
 
 DATA_SPEC = {
@@ -61,10 +60,9 @@ class SignalTask(SyntheticClassificationTask):
         n = d["n_train"] + d["n_test"]
         labels = rng.integers(0, len(SHAPES), n)
         x = waves(labels, d["length"], tuple(d["cycles"]), d["noise"], rng)
-        rest, test = np.arange(d["n_train"]), np.arange(d["n_train"], n)
-        train_i, val_i = split_indices(d["n_train"], self.cfg.validation_split, seed + 1, "tasks.signal.data.n_train")
+        train, val, test = self.split(seed)
         to = lambda idx: (torch.from_numpy(x[idx]), torch.from_numpy(labels[idx]).long())  # noqa: E731
-        return {"train": to(rest[train_i]), "val": to(rest[val_i]), "test": to(test)}
+        return {"train": to(train), "val": to(val), "test": to(test)}
 
     def build_model(self) -> nn.Module:
         c = self.model_cfg["channels"]

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from adaptive_lr.tasks.base import SyntheticClassificationTask
-from adaptive_lr.tasks.sources import split_indices
 from adaptive_lr.validation import Knob
 
 DATA_SPEC = {
@@ -59,9 +58,7 @@ class TabularTask(SyntheticClassificationTask):
             flip_y=0.0,
             random_state=seed,
         )
-        rest, test = np.arange(n_train), np.arange(n_train, n_train + n_test)
-        train_i, val_i = split_indices(n_train, self.cfg.validation_split, seed + 1, "tasks.tabular.data.n_train")
-        train, val = rest[train_i], rest[val_i]
+        train, val, test = self.split(seed)
         mean, std = x[train].mean(0), x[train].std(0) + 1e-6
         x = (x - mean) / std
         noisy = y.copy()
