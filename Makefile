@@ -23,7 +23,7 @@ $(OFFLINE_TEMPLATE): $(STAMP)
 setup: $(STAMP) $(if $(wildcard .dvc),$(OFFLINE_TEMPLATE))
 
 # The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 4 ablations) on the offline stand-ins:
-# 42 min on a 2-core CPU with AMX, about 2 h on a 2-core AVX2 CPU (README "Results").
+# 69 min on a 2-core AVX2 CPU, every run trained (README "Results").
 repro: setup
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "error: dvc needs a git repository with at least one commit (git init && git commit)"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
