@@ -87,6 +87,28 @@ def test_steady_improvement_raises_lr_up_to_max():
     assert lrs[-1] == pytest.approx(1e-2) and max(lrs) == pytest.approx(1e-2) and s.raises >= 3 and s.cuts == 0
 
 
+def test_default_rule_raises_by_sqrt2_on_every_significant_gain_in_a_row_or_not():
+    # version 3's defaults: x sqrt(2) after each significant improvement, so two gains double the LR even
+    # with a measurement without progress between them; version 2.1's rule (x2 after 2 in a row) never raised here
+    trace = [1.0, 0.9, 0.9, 0.8, 0.8]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    v3 = AdaptiveLR(opt)
+    assert (v3.increase, v3.patience_up) == (pytest.approx(math.sqrt(2)), 1)
+    assert run(v3, trace) == pytest.approx([1e-3, 1.414213562e-3, 1.414213562e-3, 2e-3, 2e-3])
+    assert v3.raises == 2
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    v21 = AdaptiveLR(opt, increase=2.0, patience_up=2)
+    assert run(v21, trace) == [1e-3] * 5 and v21.raises == 0
+    # the reference rule agrees on a noisy probe trace with these knobs, cuts and re-raises included
+    levels = [1.0, 0.9, 0.85, 0.85, 0.85, 0.85, 0.8, 0.7, 0.7, 0.7, 0.7, 0.69, 0.6]
+    knobs = dict(increase=math.sqrt(2), patience_up=1, factor=0.5)
+    lrs, s = check_against_reference(probe_trace(levels, noise=0.02, seed=4), **knobs)
+    # after each cut (x0.5) the ceiling is the stalled LR / sqrt(2): one raise back up, then it holds there
+    r = math.sqrt(2) * 1e-3
+    assert lrs == pytest.approx([1e-3, r, 2e-3, 2e-3, 1e-3, 1e-3, r, r, r, r / 2, r / 2, 1e-3, 1e-3])
+    assert s.cuts == 2
+
+
 def test_plateau_lowers_lr_by_factor_not_below_min():
     trace = probe_trace([1.0] * 9, noise=0.01)
     lrs, s = check_against_reference(trace, min_lr=1e-5)

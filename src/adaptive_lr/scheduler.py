@@ -17,6 +17,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+SQRT2 = math.sqrt(2.0)  # the default raise: two significant improvements double the LR
+
 
 def _lrs(lrs: Sequence[float]) -> str:
     return ", ".join(f"{lr:.3g}" for lr in lrs)
@@ -50,11 +52,12 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
     test), so a 1% gain on a large, quiet probe counts, and a 5% gain on a small, noisy one
     does not. With a float, pass ``stderr`` to get the same (unpaired) judgement.
 
-    The rule (docs/ALGORITHM.md): the *reference* is the loss of the last significant
+    The rule (docs/ALGORITHM.md, version 3): the *reference* is the loss of the last significant
     improvement. A measurement is a significant improvement when it beats the reference by
     more than ``threshold`` (relative) and by more than ``z`` standard errors. After
-    ``patience_up`` significant improvements in a row the LR is multiplied by ``increase``
-    (never above ``max_lr``, nor above the LR of the last cut divided by ``increase``); after
+    ``patience_up`` significant improvements in a row (by default each one) the LR is multiplied
+    by ``increase`` (by default sqrt(2); never above ``max_lr``, nor above the LR of the last cut
+    divided by ``increase``); after
     ``patience`` measurements in a row without one, by ``factor`` (never below ``min_lr``).
     A non-finite loss, or one above ``divergence`` x the reference, calls ``restore_fn`` (the
     loop restores its last good weights and optimizer state) and cuts the LR.
@@ -72,10 +75,12 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         threshold (float): relative improvement of the reference that counts, >= 0. Default: 0.01.
         min_lr (float | list[float]): lower bound of each group's LR. Default: 1e-6.
         max_lr (float | list[float] | None): upper bound; None means 10x each group's initial LR. Default: None.
-        increase (float): multiplier after ``patience_up`` significant improvements, >= 1. Default: 2.0.
-        patience (int): measurements without a significant improvement before cutting, >= 1. Default: 8
-            (two epochs at four measurements an epoch, as in the lab; stepped once per epoch, 2 is the same span).
-        patience_up (int): significant improvements in a row before raising, >= 1. Default: 2.
+        increase (float): multiplier after ``patience_up`` significant improvements, >= 1. Default: sqrt(2)
+            (two significant improvements double the LR, whether or not they come in a row).
+        patience (int): measurements without a significant improvement before cutting, >= 1. Default: 12
+            (three epochs at four measurements an epoch, as in the lab; stepped once per epoch, 3 is the same span).
+        patience_up (int): significant improvements in a row before raising, >= 1. Default: 1
+            (version 2.1: 2, with ``increase`` 2).
         z (float): an improvement must also exceed ``z`` standard errors, >= 0. Default: 2.0.
         divergence (float): a loss above ``divergence`` x the reference is a divergence, > 1. Default: 4.0.
         restore_fn (callable | None): called with no arguments to restore the last good state. Default: None.
@@ -107,9 +112,9 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
         threshold: float = 0.01,
         min_lr: float | Sequence[float] = 1e-6,
         max_lr: float | Sequence[float] | None = None,
-        increase: float = 2.0,
-        patience: int = 8,
-        patience_up: int = 2,
+        increase: float = SQRT2,
+        patience: int = 12,
+        patience_up: int = 1,
         z: float = 2.0,
         divergence: float = 4.0,
         restore_fn: Callable[[], None] | None = None,
@@ -242,9 +247,8 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self._scale(self.increase)
                 self.raises += 1
                 self.num_good = 0
-                self._report(
-                    "raised", before, f"{self.patience_up} significant improvements in a row, loss {current:.4g}"
-                )
+                why = "a significant improvement" if self.patience_up == 1 else f"{self.patience_up} in a row"
+                self._report("raised", before, f"{why}, loss {current:.4g}")
         else:
             self.num_good = 0
             self.num_bad += 1

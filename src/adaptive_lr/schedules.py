@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from adaptive_lr.errors import ParamsError
-from adaptive_lr.scheduler import AdaptiveLR
+from adaptive_lr.scheduler import SQRT2, AdaptiveLR
 from adaptive_lr.validation import Knob, check, check_value, ranged, section, spec_of, unknown
 
 
@@ -266,9 +266,9 @@ class AdaptiveKnobs:
     threshold: float = ranged(0.01, ge=0)
     min_lr: float = ranged(1e-6, ge=0)
     max_lr_ratio: float = ranged(10.0, ge=1)
-    increase: float = ranged(2.0, ge=1)
-    patience: int = ranged(8, ge=1)
-    patience_up: int = ranged(2, ge=1)
+    increase: float = ranged(SQRT2, ge=1)
+    patience: int = ranged(12, ge=1)
+    patience_up: int = ranged(1, ge=1)
     z: float = ranged(2.0, ge=0)
     divergence: float = ranged(4.0, gt=1)
     raise_lr: bool = True
