@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -468,6 +469,38 @@ def test_worst_point_and_gap_for_wer(tmp_path):
     verdict = out["verdicts_tuned"]["1x"]["fixed"]
     assert verdict["peer_multiplier"] == 3.0 and verdict["test_metric"]["n"] == 4
     assert verdict["test_metric"]["diff"] == pytest.approx(-0.05) and verdict["test_metric"]["verdict"] == "better"
+
+
+def test_ablations_are_paired_with_ours_at_each_multiplier_they_ran_at(tmp_path):
+    spec = {
+        **{s: VISION[s] for s in ("fixed", "adaptive")},
+        # below ours at 0.3x (0.86 on every seed) by 0.06, 0.05 and 0.03; below ours at 1x (0.88) by 0.04
+        "adaptive_noraise": {0.3: [(0.5, 0.80, 5), (0.5, 0.81, 5), (0.5, 0.83, 5)], 1.0: [(0.45, 0.84, 5)] * 3},
+    }
+    _write_study(tmp_path, spec, "vision", "accuracy")
+    params = Params(
+        profile="default",
+        tasks={"vision": TaskConfig(task="vision", seeds=(0, 1, 2), target_val_loss=0.5, epochs=E)},
+        schedules={s: None for s in spec},
+        ablations=("adaptive_noraise",),
+        grid=Grid(multipliers=(0.3, 1.0, 3.0), extra_seeds=(3, 4), ablation_multipliers=(0.3, 1.0)),
+    )
+    out = collect(params, tmp_path)["vision"]
+    assert list(out["ablations"]["adaptive_noraise"]["grid"]) == ["0.3x", "1x"]
+    verdicts = out["ablation_verdicts"]
+    assert list(verdicts) == ["0.3x", "1x"] and list(verdicts["0.3x"]) == ["adaptive_noraise"]
+    low = verdicts["0.3x"]["adaptive_noraise"]
+    assert low["multiplier"] == 0.3 and low["test_metric"]["n"] == 3
+    assert low["test_metric"]["diff"] == pytest.approx(0.14 / 3) and low["test_metric"]["verdict"] == "better"
+    # at 1x ours has five seeds, the ablation three: paired over those three
+    default = verdicts["1x"]["adaptive_noraise"]["test_metric"]
+    assert default["n"] == 3 and default["diff"] == pytest.approx(0.04)
+    assert default == out["adaptive_vs"]["adaptive_noraise"]["test_metric"]
+    md = to_markdown({"vision": out})
+    assert "Ablations on vision at each multiplier they ran at" in md
+    assert re.search(r"\| 0\.3x +\| adaptive_noraise +\| 0\.860 ± 0\.000 +\| 0\.813 ± 0\.015 +\| 3 +\| \+0\.047", md)
+    compare(params, tmp_path)
+    assert (tmp_path / "plots" / "ablations.png").stat().st_size > 10_000
 
 
 def test_paired_verdicts_at_the_tuned_points_and_at_1x(study):

@@ -233,6 +233,16 @@ def test_full_profile_switches_to_real_sources(tmp_path):
         (lambda r: r["grid"].update(multipliers=[1, -2]), r"grid.multipliers = \[1.0, -2.0\]: each value must be > 0"),
         (lambda r: r["grid"].update(extra_seeds=[2, 3]), r"grid.extra_seeds = \[2, 3\]: must not repeat a seed"),
         (lambda r: r["grid"].update(workers=0), "grid.workers = 0: must be >= 1"),
+        (
+            lambda r: r["grid"].update(ablation_multipliers=[0.1, 1, 30]),
+            r"grid.ablation_multipliers = \[0.1, 1.0, 30.0\]: must include 1 and lie in grid.multipliers "
+            r"\(\[0.1, 0.3, 1.0, 3.0, 10.0\]\); \[30.0\] do not",
+        ),
+        (
+            lambda r: r["grid"].update(ablation_multipliers=[0.1]),
+            r"grid.ablation_multipliers = \[0.1\]: must include 1 and lie in grid.multipliers",
+        ),
+        (lambda r: r["grid"].update(ablation_multipliers=[]), "grid.ablation_multipliers"),
         (lambda r: r.update(profile="full", profiles={"default": {}}), "profile = 'full': must be one of default"),
         (lambda r: r.update(schedule={}), "schedule: unknown key; known keys: profile, profiles, common"),
         # a section that is not a mapping

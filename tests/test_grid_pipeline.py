@@ -82,6 +82,23 @@ def test_adding_a_multiplier_trains_only_the_new_runs(tmp_path, capsys):
     assert grid["runs"] == [[1.0, 0]] and grid["tuned"] == 1.0
 
 
+def test_an_ablation_trains_at_the_ablation_multipliers_with_the_grid_seeds(tmp_path):
+    root = tmp_path / "p"
+    path = tiny_params(root, multipliers=[0.3, 1, 3], extra_seeds=[1], ablation_multipliers=[0.3, 1])
+    raw = yaml.safe_load(path.read_text())
+    raw["ablations"] = {"adaptive_noraise": raw["ablations"]["adaptive_noraise"]}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    params = load_params(path)
+    pipeline.prepare(params, "vision", root)
+    pipeline.train_cell(params, "vision", "adaptive_noraise", root)
+    # seed 0 at 0.3x and 1x; no extra seed anywhere, no run at 3x
+    assert set(outcome(root, "adaptive_noraise")) == {
+        "vision/adaptive_noraise/0.3x/seed0",
+        "vision/adaptive_noraise/1x/seed0",
+    }
+    assert sorted(p.name for p in (root / "metrics/vision/adaptive_noraise").iterdir()) == ["0.3x", "1x"]
+
+
 def test_the_task_stage_trains_only_the_runs_whose_schedule_changed(tmp_path, capsys):
     root = tmp_path / "p"
 

@@ -20,7 +20,7 @@ ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_epoch", "adaptive_p
 # The smallest settings that still train every task for real.
 TINY = {
     "common": {"seeds": [0], "threads": 1, "epochs": 2},
-    "grid": {"multipliers": [1, 3], "extra_seeds": [], "workers": 2},
+    "grid": {"multipliers": [1, 3], "extra_seeds": [], "workers": 2, "ablation_multipliers": [1, 3]},
     "tasks": {
         "vision": {"epochs": 2, "data": {"n_train": 60, "n_test": 30}, "model": {"width": 8}},
         "text": {"epochs": 1, "data": {"n_train": 20, "n_test": 10, "max_length": 12}, "model": {"num_layers": 1}},
@@ -120,6 +120,11 @@ def test_dvc_repro_tiny_profile(tmp_path):
             assert (work / "plots" / f"{name}.png").stat().st_size > 10_000
         assert set(entry["ablations"]) == set(ABLATIONS)
         assert set(entry["adaptive_vs"]) == (set(SCHEDULES) - {"adaptive"}) | set(ABLATIONS)
+        # every ablation at both of grid.ablation_multipliers, paired with adaptive there
+        assert {m: set(v) for m, v in entry["ablation_verdicts"].items()} == {
+            "1x": set(ABLATIONS),
+            "3x": set(ABLATIONS),
+        }
         assert entry["aims"]["rank"] in range(1, len(SCHEDULES) + 1)
         assert entry["schedules"]["adaptive"]["relative_to_fixed"]["seconds_per_epoch"] > 0
     for name in ("time_to_target", "overhead"):

@@ -3,7 +3,7 @@
 ``params.yaml`` has these parts: ``profile`` (which block of ``profiles`` is laid
 over the rest), ``common`` (the reference protocol's shared settings), ``grid``
 (the initial-LR multipliers every schedule runs at, the extra seeds, the worker
-processes), ``tasks`` (per-task sources, knobs and overrides of common keys),
+processes, the multipliers of the ablations), ``tasks`` (per-task sources, knobs and overrides of common keys),
 ``targets`` (each task's validation-loss target, read by compare only),
 ``schedules`` (per-schedule knobs) and ``ablations`` (adaptive with some knobs
 changed). :func:`load_params`
@@ -89,6 +89,8 @@ class Grid:
     extra_seeds: tuple[int, ...] = ranged((3, 4), distinct=True, ge=0, lt=2**32)
     # processes that train a cell's runs side by side (each with common.threads torch threads)
     workers: int = ranged(2, ge=1)
+    # the multipliers the ablations of adaptive run at (common.seeds at each), a subset of multipliers with 1 in it
+    ablation_multipliers: tuple[float, ...] = ranged((1.0,), gt=0, min_items=1, distinct=True)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,12 @@ def _validate(raw: dict, profile: str) -> Params:
     grid = Grid(**check("grid", raw.get("grid"), spec_of(Grid)))
     if 1.0 not in grid.multipliers:
         raise ParamsError(f"grid.multipliers = {list(grid.multipliers)!r}: must include 1 (the default LR)")
+    outside = [m for m in grid.ablation_multipliers if m not in grid.multipliers]
+    if outside or 1.0 not in grid.ablation_multipliers:
+        raise ParamsError(
+            f"grid.ablation_multipliers = {list(grid.ablation_multipliers)!r}: must include 1 and lie in "
+            f"grid.multipliers ({list(grid.multipliers)!r})" + (f"; {outside!r} do not" if outside else "")
+        )
     for task, cfg in tasks.items():
         if set(grid.extra_seeds) & set(cfg.seeds):
             raise ParamsError(

@@ -20,7 +20,7 @@ from adaptive_lr import distributed
 from adaptive_lr.config import Params, ParamsError, TaskConfig, load_params
 from adaptive_lr.errors import DataError
 from adaptive_lr.files import write_json
-from adaptive_lr.grid import DEFAULT, mult_dir, runs_of, select_tuned
+from adaptive_lr.grid import mult_dir, runs_of, select_tuned
 from adaptive_lr.records import EvalRecord, RunResult
 from adaptive_lr.scheduler import load_changing_state
 from adaptive_lr.tasks import get_task
@@ -242,8 +242,8 @@ def train_jobs(workers: Workers, jobs: list[RunJob], tag: str) -> dict[tuple[str
 
 
 def cell_multipliers(params: Params, schedule: str) -> tuple[float, ...]:
-    """The multipliers a cell trains at: the grid's; an ablation of adaptive at 1x only."""
-    return (DEFAULT,) if schedule in params.ablations else params.grid.multipliers
+    """The multipliers a cell trains at: the grid's; an ablation of adaptive at ``grid.ablation_multipliers``."""
+    return params.grid.ablation_multipliers if schedule in params.ablations else params.grid.multipliers
 
 
 def cell_extra_seeds(params: Params, schedule: str) -> tuple[int, ...]:
@@ -263,8 +263,9 @@ def train_cells(
 
     Each run writes its best checkpoint under runs/, its curves under live/ and its test metrics under
     metrics/ (:func:`run_job`). Per cell: first ``common.seeds`` at every multiplier and ``grid.extra_seeds``
-    at 1x (an ablation of adaptive: 1x and ``common.seeds`` only); then the tuned multiplier (lowest mean best
-    validation loss over ``common.seeds``: :func:`grid.select_tuned`) gets ``grid.extra_seeds`` too.
+    at 1x (an ablation of adaptive: ``common.seeds`` at ``grid.ablation_multipliers`` only); then the tuned
+    multiplier (lowest mean best validation loss over ``common.seeds``: :func:`grid.select_tuned`) gets
+    ``grid.extra_seeds`` too.
     ``live/<task>/<schedule>/grid.json`` records the cell's runs and its tuned point. A finished run's
     state is kept under runs/.resume (outside the stage's outputs), so a re-run after adding a seed, a
     multiplier or a schedule, or after changing one schedule's knobs, trains only the new or changed runs

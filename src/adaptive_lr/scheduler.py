@@ -247,7 +247,11 @@ class AdaptiveLR(torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self._scale(self.increase)
                 self.raises += 1
                 self.num_good = 0
-                why = "a significant improvement" if self.patience_up == 1 else f"{self.patience_up} in a row"
+                why = (
+                    "a significant improvement"
+                    if self.patience_up == 1
+                    else f"{self.patience_up} significant improvements in a row"
+                )
                 self._report("raised", before, f"{why}, loss {current:.4g}")
         else:
             self.num_good = 0

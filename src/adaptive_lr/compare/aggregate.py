@@ -115,7 +115,7 @@ def _read_run(task: str, schedule: str, m: float, seed: int, root: Path) -> Run:
 def load_cell(params: Params, task: str, schedule: str, root: Path = Path(".")) -> list[Run]:
     """Every run of one task x schedule cell, as the train stage plans them, by multiplier then seed.
 
-    The task's seeds (``common.seeds``) at each of the cell's multipliers (an ablation: 1x only);
+    The task's seeds (``common.seeds``) at each of the cell's multipliers (an ablation: ``grid.ablation_multipliers``);
     then ``grid.extra_seeds`` (none for an ablation) at 1x and at the tuned multiplier, which is chosen here as train
     chooses it (:func:`~adaptive_lr.grid.select_tuned` over the task's seeds' best validation
     losses). A file that is missing or bad raises DataError naming it and the stage that writes it,
@@ -229,6 +229,18 @@ def _verdicts(
     return tuned, {p: verdict(DEFAULT, p, DEFAULT) for p in peers}
 
 
+def _ablation_verdicts(rows: dict[str, dict[float, list[dict]]], entry: dict, worst: float) -> dict[str, Any]:
+    """Ours vs each ablation at each multiplier the ablation ran at, paired over the seeds both have there
+    (key: the multiplier, then the ablation; runs without a test metric scored ``worst``)."""
+    out: dict[str, Any] = {}
+    for a in entry["ablations"]:
+        for m in rows[a]:
+            ours, theirs = _scores(rows[OURS][m], worst), _scores(rows[a][m], worst)
+            test = paired(ours, theirs, entry["higher_is_better"])
+            out.setdefault(mult_dir(m), {})[a] = {"multiplier": m, "test_metric": test}
+    return {k: out[k] for k in sorted(out, key=lambda d: float(d[:-1]))}
+
+
 def budget(entry: dict, rows: dict[str, dict[float, list[dict]]], epochs: int) -> dict[str, Any]:
     """Was the epoch budget enough? Every schedule at its tuned point, over all seeds there.
 
@@ -302,6 +314,7 @@ def collect(params: Params, root: Path = Path("."), runs: dict | None = None) ->
                 if other != OURS
             }
             entry["verdicts_tuned"], entry["verdicts_default"] = _verdicts(rows, entry, worst)
+            entry["ablation_verdicts"] = _ablation_verdicts(rows, entry, worst)
             entry["aims"] = aims(entry)
         entry["budget"] = budget(entry, rows, cfg.epochs)
         out[task] = entry

@@ -88,6 +88,8 @@ def to_markdown(comparison: dict) -> str:
             lines += _paired_table(entry)
         if entry.get("ablations"):
             lines += _ablation_table(task, entry)
+        if entry.get("ablation_verdicts"):
+            lines += _ablation_verdicts_table(task, entry)
         if "aims" in entry:
             lines += _aims_line(task, entry)
         lines += _tuned_table(task, entry) + _budget_table(task, entry)
@@ -347,6 +349,30 @@ def _ablation_table(task: str, entry: dict) -> list[str]:
         f"Ablations on {task}: {OURS} with one part switched off ({OURS} − ablation, paired):",
         "",
         _table(rows, headers, disable_numparse=True),
+    ]
+
+
+def _ablation_verdicts_table(task: str, entry: dict) -> list[str]:
+    """Ours vs each ablation at every multiplier the ablations ran at, paired over seeds."""
+    ours = entry["schedules"][OURS]["grid"]
+    rows = [
+        [
+            mult,
+            a,
+            format_mean_std(ours[mult]["test_metric"]),
+            format_mean_std(entry["ablations"][a]["grid"][mult]["test_metric"]),
+            *_paired_row("", v["test_metric"])[1:],
+        ]
+        for mult, by_ablation in entry["ablation_verdicts"].items()
+        for a, v in by_ablation.items()
+    ]
+    headers = ["LR", "ablation", f"{OURS} test {entry['metric']}", f"ablation test {entry['metric']}"]
+    return [
+        "",
+        f"Ablations on {task} at each multiplier they ran at ({OURS} − ablation, paired over the seeds both have; "
+        f"{OURS} over every seed it has there):",
+        "",
+        _table(rows, [*headers, "seeds", "diff", "95% CI", "p", "verdict"], disable_numparse=True),
     ]
 
 

@@ -220,7 +220,7 @@ def _barh_panels(comparison: dict, bars, xlabel: str, title, path: Path) -> Path
         names = [r[0] for r in rows]
         y = np.arange(len(rows))
         ends = [(m or 0) + (sd or 0) for _, m, sd, _ in rows]
-        colors = ["black" if n == OURS else f"C{i}" for i, n in enumerate(names)]
+        colors = ["black" if n.split(" ")[0] == OURS else f"C{i}" for i, n in enumerate(names)]
         ax.barh(
             y,
             [m or 0 for _, m, _, _ in rows],
@@ -262,9 +262,15 @@ def _plot_time_to_target(comparison: dict, root: Path) -> Path:
 
 def _plot_ablations(comparison: dict, root: Path) -> Path:
     def bars(entry):
+        # every multiplier the ablations ran at: ours and each ablation there, side by side
+        mults = list(next(iter(entry["ablations"].values()))["grid"])
         variants = {OURS: entry["schedules"][OURS], **entry["ablations"]}
-        metrics = {a: v["test_metric"] for a, v in variants.items()}
-        return [(a, tm["mean"], tm["std"], f" {format_number(tm['mean'], '{:.3f}')}") for a, tm in metrics.items()]
+        metrics = {(a, m): v["grid"][m]["test_metric"] for m in mults for a, v in variants.items()}
+        label = (lambda a, m: f"{a} {m}") if len(mults) > 1 else (lambda a, m: a)
+        return [
+            (label(a, m), tm["mean"], tm["std"], f" {format_number(tm['mean'], '{:.3f}')}")
+            for (a, m), tm in metrics.items()
+        ]
 
     return _barh_panels(
         comparison,
