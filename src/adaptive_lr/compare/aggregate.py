@@ -210,6 +210,13 @@ def _scores(rows: list[dict], worst: float) -> dict[str, float]:
     return {str(r["seed"]): v for r, v in zip(rows, scored([r["test_metric"] for r in rows], worst))}
 
 
+def _paired_runs(
+    rows: dict[str, dict[float, list[dict]]], m: float, other: str, other_m: float, worst: float, hib: bool
+) -> dict[str, Any]:
+    """Ours at ``m`` vs ``other`` at ``other_m``, paired over the seeds both have (no test metric: ``worst``)."""
+    return paired(_scores(rows[OURS][m], worst), _scores(rows[other][other_m], worst), hib)
+
+
 def _verdicts(
     rows: dict[str, dict[float, list[dict]]], entry: dict, worst: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -222,8 +229,7 @@ def _verdicts(
     peers = [s for s in scheds if s != OURS]
 
     def verdict(m: float, peer: str, pm: float) -> dict[str, Any]:
-        ours, theirs = _scores(rows[OURS][m], worst), _scores(rows[peer][pm], worst)
-        return {"multiplier": m, "peer_multiplier": pm, "test_metric": paired(ours, theirs, hib)}
+        return {"multiplier": m, "peer_multiplier": pm, "test_metric": _paired_runs(rows, m, peer, pm, worst, hib)}
 
     tuned = {mult_dir(m): {p: verdict(m, p, scheds[p]["tuned"]["multiplier"]) for p in peers} for m in rows[OURS]}
     return tuned, {p: verdict(DEFAULT, p, DEFAULT) for p in peers}
@@ -232,13 +238,15 @@ def _verdicts(
 def _ablation_verdicts(rows: dict[str, dict[float, list[dict]]], entry: dict, worst: float) -> dict[str, Any]:
     """Ours vs each ablation at each multiplier the ablation ran at, paired over the seeds both have there
     (key: the multiplier, then the ablation; runs without a test metric scored ``worst``)."""
-    out: dict[str, Any] = {}
-    for a in entry["ablations"]:
-        for m in rows[a]:
-            ours, theirs = _scores(rows[OURS][m], worst), _scores(rows[a][m], worst)
-            test = paired(ours, theirs, entry["higher_is_better"])
-            out.setdefault(mult_dir(m), {})[a] = {"multiplier": m, "test_metric": test}
-    return {k: out[k] for k in sorted(out, key=lambda d: float(d[:-1]))}
+    hib, ablations = entry["higher_is_better"], entry["ablations"]
+    return {
+        mult_dir(m): {
+            a: {"multiplier": m, "test_metric": _paired_runs(rows, m, a, m, worst, hib)}
+            for a in ablations
+            if m in rows[a]
+        }
+        for m in sorted({m for a in ablations for m in rows[a]})
+    }
 
 
 def budget(entry: dict, rows: dict[str, dict[float, list[dict]]], epochs: int) -> dict[str, Any]:
