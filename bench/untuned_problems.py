@@ -66,6 +66,7 @@ def family_params(raw: dict, tiny: bool, out: Path, args: argparse.Namespace | N
     options (schedules, multipliers, seeds, families) applied."""
     raw = {**raw, "profile": "default", "tasks": json.loads(json.dumps(FAMILIES)), "targets": dict(TARGETS)}
     raw["ablations"] = {}
+    raw["grid"] = {k: v for k, v in raw["grid"].items() if k != "ablation_multipliers"}  # no ablations to place
     raw["profiles"] = {"default": {}}
     if args is not None and args.schedules:
         raw["schedules"] = {k: v for k, v in raw["schedules"].items() if k in args.schedules.split(",")}
