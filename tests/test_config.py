@@ -36,10 +36,8 @@ def test_repository_params_load_and_resolve_overrides():
     }
     assert set(p.ablations) == {
         "adaptive_noraise",
-        "adaptive_nosig",
         "adaptive_epoch",
         "adaptive_pairraise",
-        "adaptive_patience8",
     }
     assert (p.schedules["adaptive"].factor, p.schedules["adaptive"].threshold, p.schedules["adaptive"].min_lr) == (
         0.5,

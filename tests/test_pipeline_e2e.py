@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("vision", "text", "speech")
 SCHEDULES = ("fixed", "step", "cosine", "plateau", "greedy", "schedulefree", "prodigy", "adaptive")
-ABLATIONS = ("adaptive_noraise", "adaptive_nosig", "adaptive_epoch", "adaptive_pairraise", "adaptive_patience8")
+ABLATIONS = ("adaptive_noraise", "adaptive_epoch", "adaptive_pairraise")
 
 # The smallest settings that still train every task for real.
 TINY = {

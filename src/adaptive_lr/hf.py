@@ -74,8 +74,8 @@ class AdaptiveLRCallback(TrainerCallback):
         rollback (bool): keep the best state (on the CPU: about three times the model's size with
             Adam) and hand its ``restore`` to a scheduler that has no ``restore_fn`` yet. Default: True.
         batch_losses (bool): attach each evaluation's per-batch losses to the scheduler, so that
-            it tests significance; if False it judges the mean against ``threshold`` alone (the
-            lab's ``adaptive_nosig`` ablation). Default: True.
+            it tests significance; if False it judges the mean against ``threshold`` alone (as
+            ``AdaptiveLR(significance=False)``). Default: True.
     """
 
     def __init__(self, rollback: bool = True, batch_losses: bool = True):
