@@ -21,6 +21,18 @@ TINY = {
     "run_breakdown.py": ["--tasks", "vision", "--epochs", "1", "--repeats", "1", "--n-train", "100", "--n-test", "30"],
     "step_cost.py": ["--sizes", "4", "16", "--length", "5", "--repeats", "1", "--train-steps", "1", "--width", "4"],
     "full_smoke.py": ["--tiny"],
+    "params_ab.py": [
+        "--epochs",
+        "1",
+        "--repeats",
+        "1",
+        "--n-train",
+        "100",
+        "--n-test",
+        "30",
+        "--set",
+        "tasks.vision.model.width=4",
+    ],
     "probe_share.py": [
         "--epochs",
         "2",
@@ -43,6 +55,7 @@ HEADLINE = {
     "step_cost.py": "ratio AdaptiveLR.step(float) / ReduceLROnPlateau.step(float):",
     "probe_share.py": "ratio probe/optim (adaptive):",
     "full_smoke.py": "ratio steps/s (vision):",
+    "params_ab.py": "ratio B/A, optimisation seconds per epoch:",
 }
 
 
@@ -97,3 +110,10 @@ def test_tiny_run_prints_finite_positive_ratios(tmp_path, script):
 def test_bad_option_is_a_usage_error(tmp_path):
     out = _run(tmp_path, "probe_share.py", "--epochs", "1")
     assert out.returncode == 2 and "--epochs must be >= 2" in out.stderr
+
+
+def test_params_ab_names_a_key_params_yaml_does_not_have(tmp_path):
+    out = _run(tmp_path, "params_ab.py", "--set", "tasks.vision.model.widht=4")
+    assert out.returncode == 2, out.stdout
+    assert "--set tasks.vision.model.widht: params.yaml has no key tasks.vision.model.widht" in out.stderr
+    assert "width" in out.stderr  # the keys it does have
