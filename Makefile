@@ -22,8 +22,8 @@ $(OFFLINE_TEMPLATE): $(STAMP)
 
 setup: $(STAMP) $(if $(wildcard .dvc),$(OFFLINE_TEMPLATE))
 
-# The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 4 ablations) on the offline stand-ins:
-# 69 min on a 2-core AVX2 CPU, every run trained (README "Results").
+# The whole default pipeline (3 tasks x 8 schedules x 5 LR multipliers x 3-5 seeds, + 3 ablations) on the offline stand-ins:
+# about 78 min on a 2-core AVX2 CPU, every run trained (README "Results" and "The 45-minute bound").
 repro: setup
 	@git rev-parse --verify HEAD >/dev/null 2>&1 || { echo "error: dvc needs a git repository with at least one commit (git init && git commit)"; exit 1; }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
