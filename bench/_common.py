@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from adaptive_lr.config import Params, TaskConfig, load_params  # noqa: E402
 from adaptive_lr.tasks import get_task  # noqa: E402
 from adaptive_lr.tasks.base import Task  # noqa: E402
+from adaptive_lr.train import RunResult, train_one  # noqa: E402
 
 # the study's tasks: those of params.yaml (the registry also holds families the study does not run)
 TASKS = tuple(load_params(REPO / "params.yaml").tasks)
@@ -126,6 +127,38 @@ def make_task(args: argparse.Namespace) -> tuple[Params, TaskConfig, Task]:
     torch.set_num_threads(args.threads)
     params, cfg = task_config(args)
     return params, cfg, get_task(args.task, cfg)
+
+
+def pipeline_run(
+    task: Task,
+    cfg: TaskConfig,
+    schedule: str,
+    knobs,
+    seed: int,
+    data_dir: Path,
+    scratch: Path,
+    i: int,
+    resume: bool = True,
+) -> tuple[RunResult, float]:
+    """One ``train_one`` call as the train stage makes it (no log lines, no progress bar), and its wall seconds.
+
+    Its checkpoint, curves and (with ``resume``) per-epoch resume state go to ``scratch``, numbered ``i``.
+    """
+    start = time.perf_counter()
+    r = train_one(
+        task,
+        cfg,
+        schedule,
+        knobs,
+        seed,
+        data_dir,
+        scratch / f"run{i}",
+        scratch / f"live{i}",
+        log=lambda s: None,
+        resume_path=scratch / f"resume{i}.pt" if resume else None,
+        progress=False,  # as the pipeline runs it
+    )
+    return r, time.perf_counter() - start
 
 
 def machine() -> str:

@@ -39,12 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _common import add_common_args, check_positive, machine, make_task, median, prepared, table
+from _common import add_common_args, check_positive, machine, make_task, median, pipeline_run, prepared, table
 
 from adaptive_lr import schedules
 from adaptive_lr.config import TaskConfig
 from adaptive_lr.tasks.base import Task, to_device
-from adaptive_lr.train import autocast_for, resolve_device, seed_everything, train_one
+from adaptive_lr.train import autocast_for, resolve_device, seed_everything
 
 
 @dataclass
@@ -115,21 +115,7 @@ def loop_run(
     task: Task, cfg: TaskConfig, schedule: str, knobs, seed: int, data_dir: Path, scratch: Path, i: int, resume: bool
 ) -> Timing:
     """``train_one`` as the pipeline runs it; its checkpoint, curves and resume states go to ``scratch``."""
-    start = time.perf_counter()
-    r = train_one(
-        task,
-        cfg,
-        schedule,
-        knobs,
-        seed,
-        data_dir,
-        scratch / f"run{i}",
-        scratch / f"live{i}",
-        log=lambda s: None,
-        resume_path=scratch / f"resume{i}.pt" if resume else None,
-        progress=False,  # as the pipeline runs it
-    )
-    call_s = time.perf_counter() - start
+    r, call_s = pipeline_run(task, cfg, schedule, knobs, seed, data_dir, scratch, i, resume)
     return Timing(
         r.optim_seconds,
         r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds + r.checkpoint_seconds,

@@ -25,18 +25,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from _common import add_common_args, check_positive, machine, median, prepared, table, task_config
+from _common import add_common_args, check_positive, machine, median, pipeline_run, prepared, table, task_config
 
 from adaptive_lr import schedules
 from adaptive_lr.errors import ParamsError
 from adaptive_lr.tasks import get_task
-from adaptive_lr.train import train_one
 
 
 @dataclass
@@ -68,21 +66,7 @@ def override(raw: dict, assignment: str) -> dict:
 
 def one_run(task, cfg, schedule: str, knobs, data_dir: Path, scratch: Path, i: int) -> Timing:
     """One pipeline run (resume state on), per-epoch figures."""
-    start = time.perf_counter()
-    r = train_one(
-        task,
-        cfg,
-        schedule,
-        knobs,
-        0,
-        data_dir,
-        scratch / f"run{i}",
-        scratch / f"live{i}",
-        log=lambda s: None,
-        resume_path=scratch / f"resume{i}.pt",
-        progress=False,  # as the pipeline runs it
-    )
-    call = time.perf_counter() - start
+    r, call = pipeline_run(task, cfg, schedule, knobs, 0, data_dir, scratch, i)
     epochs = max(r.epochs_run, 1)
     wall = r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds + r.checkpoint_seconds
     return Timing(r.optim_seconds / epochs, wall / epochs, call, r.val_loss[-1] if r.val_loss else float("nan"))

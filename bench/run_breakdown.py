@@ -30,12 +30,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _common import REPO, TASKS, machine, prepared, table
+from _common import REPO, TASKS, machine, pipeline_run, prepared, table
 
 from adaptive_lr.config import load_params
 from adaptive_lr.scheduler import load_changing_state
 from adaptive_lr.tasks import get_task
-from adaptive_lr.train import evaluate, resolve_device, train_one
+from adaptive_lr.train import evaluate, resolve_device
 
 PARTS = ("setup", "train", "val", "probes", "sched", "resume", "test")
 
@@ -59,21 +59,7 @@ def one_run(task_name: str, params, schedule: str, data_dir: Path, scratch: Path
     """One run as the train stage makes it, then its test evaluation (which the train stage makes right after)."""
     cfg = params.tasks[task_name]
     task = get_task(task_name, cfg)
-    start = time.perf_counter()
-    r = train_one(
-        task,
-        cfg,
-        schedule,
-        params.schedules[schedule],
-        0,
-        data_dir,
-        scratch / f"run{i}",
-        scratch / f"live{i}",
-        log=lambda s: None,
-        resume_path=scratch / f"resume{i}.pt",
-        progress=False,  # as the pipeline runs it
-    )
-    call = time.perf_counter() - start
+    r, call = pipeline_run(task, cfg, schedule, params.schedules[schedule], 0, data_dir, scratch, i)
     parts = {
         "train": r.optim_seconds,
         "val": r.val_seconds,
