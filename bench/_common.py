@@ -161,6 +161,11 @@ def pipeline_run(
     return r, time.perf_counter() - start
 
 
+def epochs_wall(r: RunResult) -> float:
+    """What a run's epochs cost in all: optimisation, validation, probes, the schedule's logic, resume writes."""
+    return r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds + r.checkpoint_seconds
+
+
 def machine() -> str:
     """One line on where the numbers come from."""
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"

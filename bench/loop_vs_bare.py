@@ -39,7 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from _common import add_common_args, check_positive, machine, make_task, median, pipeline_run, prepared, table
+from _common import (
+    add_common_args,
+    check_positive,
+    epochs_wall,
+    machine,
+    make_task,
+    median,
+    pipeline_run,
+    prepared,
+    table,
+)
 
 from adaptive_lr import schedules
 from adaptive_lr.config import TaskConfig
@@ -118,7 +128,7 @@ def loop_run(
     r, call_s = pipeline_run(task, cfg, schedule, knobs, seed, data_dir, scratch, i, resume)
     return Timing(
         r.optim_seconds,
-        r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds + r.checkpoint_seconds,
+        epochs_wall(r),
         call_s,
         r.epochs_run,
         r.val_loss,

@@ -30,7 +30,17 @@ from pathlib import Path
 
 import torch
 import yaml
-from _common import add_common_args, check_positive, machine, median, pipeline_run, prepared, table, task_config
+from _common import (
+    add_common_args,
+    check_positive,
+    epochs_wall,
+    machine,
+    median,
+    pipeline_run,
+    prepared,
+    table,
+    task_config,
+)
 
 from adaptive_lr import schedules
 from adaptive_lr.errors import ParamsError
@@ -68,8 +78,9 @@ def one_run(task, cfg, schedule: str, knobs, data_dir: Path, scratch: Path, i: i
     """One pipeline run (resume state on), per-epoch figures."""
     r, call = pipeline_run(task, cfg, schedule, knobs, 0, data_dir, scratch, i)
     epochs = max(r.epochs_run, 1)
-    wall = r.optim_seconds + r.val_seconds + r.probe_seconds + r.sched_seconds + r.checkpoint_seconds
-    return Timing(r.optim_seconds / epochs, wall / epochs, call, r.val_loss[-1] if r.val_loss else float("nan"))
+    return Timing(
+        r.optim_seconds / epochs, epochs_wall(r) / epochs, call, r.val_loss[-1] if r.val_loss else float("nan")
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
